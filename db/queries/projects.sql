@@ -1,0 +1,47 @@
+-- name: GetProjectState :one
+-- What the builder app wants for one project: the first read of every reconcile.
+SELECT id, desired_status, generation, task_queue_name, worker_options
+FROM projects
+WHERE id = @id;
+
+-- name: ListProjectStates :many
+-- The resync: every project's desired status and generation, nothing else. Callers
+-- compare with what they run and mark the differences dirty.
+SELECT id, desired_status, generation
+FROM projects;
+
+-- name: LoadProjectBundle :one
+-- Everything a worker serves, read in one statement so that generation, workflows and
+-- components come from the same snapshot. Each active workflow appears once, at its
+-- highest compiled version (compiled_id NULL when it has none).
+SELECT p.id,
+       p.desired_status,
+       p.generation,
+       p.task_queue_name,
+       p.worker_options,
+       coalesce((
+           SELECT jsonb_agg(jsonb_build_object(
+                      'name', w.name,
+                      'compiled_id', c.id,
+                      'version', c.version,
+                      'code', c.workflow_code) ORDER BY w.name)
+           FROM workflows w
+           LEFT JOIN LATERAL (
+               SELECT cw.id, cw.version, cw.workflow_code
+               FROM compiled_workflows cw
+               WHERE cw.workflow_id = w.id
+               ORDER BY cw.version DESC
+               LIMIT 1
+           ) c ON true
+           WHERE w.project_id = p.id AND w.status = 'active'
+       ), '[]'::jsonb)::jsonb AS workflows,
+       coalesce((
+           SELECT jsonb_agg(jsonb_build_object(
+                      'name', co.name,
+                      'language', co.implementation_language,
+                      'code', co.implementation_code) ORDER BY co.name)
+           FROM components co
+           WHERE co.project_id = p.id AND co.is_active
+       ), '[]'::jsonb)::jsonb AS components
+FROM projects p
+WHERE p.id = @id;
