@@ -1,0 +1,242 @@
+// Package devenv starts the private servers that `reconciler dev` and the tests run
+// against: a PostgreSQL cluster from the machine's server binaries and a Temporal dev
+// server from the official CLI. Everything it starts lives in a temporary folder, listens
+// on loopback on a free port and dies with the process that started it.
+package devenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Postgres is a private PostgreSQL cluster. Stop and Start may be called again to
+// simulate an outage; Close removes the cluster for good.
+type Postgres struct {
+	bin  string
+	dir  string
+	port int
+	cred *syscall.Credential
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *os.File
+}
+
+// StartPostgres creates a cluster in a new temporary folder and starts it. When the
+// process runs as root, the server runs as the postgres user, which PostgreSQL requires.
+func StartPostgres(ctx context.Context) (*Postgres, error) {
+	bin, err := postgresBinDir()
+	if err != nil {
+		return nil, err
+	}
+	p := &Postgres{bin: bin}
+	if os.Geteuid() == 0 {
+		cred, err := credentialOf("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("start postgres as root: %w", err)
+		}
+		p.cred = cred
+	}
+	p.dir, err = os.MkdirTemp("", "reconciler-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("create postgres folder: %w", err)
+	}
+	if err := p.chown(p.dir); err != nil {
+		p.Close()
+		return nil, err
+	}
+	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"),
+		"-D", p.dataDir(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "-N")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("initdb: %w: %s", err, lastLines(out, 5))
+	}
+	p.port, err = FreePort()
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	if err := p.Start(ctx); err != nil {
+		p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// URL is the connection string for database name on this cluster.
+func (p *Postgres) URL(database string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, database)
+}
+
+// Port is the TCP port the cluster listens on.
+func (p *Postgres) Port() int { return p.port }
+
+// Start starts the server on the cluster's port and waits until it accepts
+// connections. It is an error to start a running server.
+func (p *Postgres) Start(ctx context.Context) error {
+	if p.cmd != nil {
+		return errors.New("postgres is already running")
+	}
+	logf, err := os.OpenFile(filepath.Join(p.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open postgres log: %w", err)
+	}
+	cmd := exec.Command(filepath.Join(p.bin, "postgres"),
+		"-D", p.dataDir(),
+		"-p", strconv.Itoa(p.port),
+		"-k", p.dir,
+		"-c", "listen_addresses=127.0.0.1",
+		"-c", "fsync=off",
+		"-c", "synchronous_commit=off",
+		"-c", "full_page_writes=off",
+		"-c", "max_connections=1000",
+		"-c", "shared_buffers=128MB",
+	)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Pdeathsig: the server dies with the test binary or `reconciler dev`, even on SIGKILL.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	p.cmd, p.log, p.done = cmd, logf, make(chan struct{})
+	go func(done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(p.done)
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		conn, err := pgx.Connect(ctx, p.URL("postgres"))
+		if err == nil {
+			conn.Close(ctx)
+			return nil
+		}
+		select {
+		case <-p.done:
+			p.cmd = nil
+			return fmt.Errorf("postgres exited at start: %s", p.tailLog())
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			p.Stop()
+			return fmt.Errorf("postgres did not accept connections: %w", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop shuts the server down (fast shutdown: sessions are disconnected) and keeps the
+// cluster, so Start brings the same data back on the same port.
+func (p *Postgres) Stop() {
+	if p.cmd == nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+	p.log.Close()
+	p.cmd = nil
+}
+
+// Close stops the server and removes the cluster.
+func (p *Postgres) Close() {
+	p.Stop()
+	if p.dir != "" {
+		_ = os.RemoveAll(p.dir)
+	}
+}
+
+func (p *Postgres) dataDir() string { return filepath.Join(p.dir, "data") }
+
+func (p *Postgres) chown(path string) error {
+	if p.cred == nil {
+		return nil
+	}
+	if err := os.Chown(path, int(p.cred.Uid), int(p.cred.Gid)); err != nil {
+		return fmt.Errorf("hand %s to the postgres user: %w", path, err)
+	}
+	return nil
+}
+
+func (p *Postgres) tailLog() string {
+	b, _ := os.ReadFile(filepath.Join(p.dir, "postgres.log"))
+	return lastLines(b, 5)
+}
+
+// postgresBinDir finds initdb and postgres: PG_BINDIR, then the newest Debian layout
+// (/usr/lib/postgresql/N/bin), then PATH.
+func postgresBinDir() (string, error) {
+	if dir := os.Getenv("PG_BINDIR"); dir != "" {
+		return dir, nil
+	}
+	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	sort.Slice(matches, func(i, j int) bool { return versionOf(matches[i]) > versionOf(matches[j]) })
+	if len(matches) > 0 {
+		return filepath.Dir(matches[0]), nil
+	}
+	if path, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(path), nil
+	}
+	return "", errors.New("PostgreSQL server binaries not found: install them (apt-get install -y postgresql) or set PG_BINDIR")
+}
+
+func versionOf(initdb string) int {
+	n, _ := strconv.Atoi(filepath.Base(filepath.Dir(filepath.Dir(initdb))))
+	return n
+}
+
+func credentialOf(name string) (*syscall.Credential, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return nil, fmt.Errorf("look up user %s: %w", name, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+// FreePort returns a TCP port on loopback that nothing listens on right now.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Listening reports whether something accepts TCP connections on address.
+func Listening(address string) bool {
+	conn, err := net.DialTimeout("tcp", address, time.Second)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
+}

@@ -1,0 +1,186 @@
+package devenv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+// Temporal is a Temporal dev server run from the official CLI, in memory (nothing
+// survives Stop), headless, on loopback.
+type Temporal struct {
+	cli     string
+	port    int
+	dynamic []string
+	dir     string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	log     *os.File
+}
+
+// TemporalOptions tune the dev server.
+type TemporalOptions struct {
+	// CLI is the path of the temporal binary; empty means FindTemporalCLI.
+	CLI string
+	// DynamicConfig values, e.g. "frontend.namespaceCount=10000".
+	DynamicConfig []string
+}
+
+// StartTemporal starts a dev server on a free port and waits until its frontend
+// accepts connections.
+func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error) {
+	cli := opts.CLI
+	if cli == "" {
+		var err error
+		if cli, err = FindTemporalCLI(); err != nil {
+			return nil, err
+		}
+	}
+	port, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "reconciler-temporal-")
+	if err != nil {
+		return nil, fmt.Errorf("create temporal folder: %w", err)
+	}
+	t := &Temporal{cli: cli, port: port, dynamic: opts.DynamicConfig, dir: dir}
+	if err := t.Start(ctx); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return t, nil
+}
+
+// Address is the frontend's host:port.
+func (t *Temporal) Address() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port)) }
+
+// Start (re)starts the server on its port. A restarted dev server has lost every
+// workflow: it runs in memory.
+func (t *Temporal) Start(ctx context.Context) error {
+	if t.cmd != nil {
+		return errors.New("temporal is already running")
+	}
+	metricsPort, err := FreePort()
+	if err != nil {
+		return err
+	}
+	httpPort, err := FreePort()
+	if err != nil {
+		return err
+	}
+	args := []string{"server", "start-dev", "--headless",
+		"--ip", "127.0.0.1",
+		"--port", strconv.Itoa(t.port),
+		"--http-port", strconv.Itoa(httpPort),
+		"--metrics-port", strconv.Itoa(metricsPort),
+		"--log-level", "error",
+		"--disable-config-file", "--disable-config-env",
+	}
+	for _, v := range t.dynamic {
+		args = append(args, "--dynamic-config-value", v)
+	}
+	logf, err := os.OpenFile(filepath.Join(t.dir, "temporal.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("open temporal log: %w", err)
+	}
+	cmd := exec.Command(t.cli, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Dir = t.dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start temporal dev server %s: %w", t.cli, err)
+	}
+	t.cmd, t.log, t.done = cmd, logf, make(chan struct{})
+	go func(done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(t.done)
+
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		conn, err := net.DialTimeout("tcp", t.Address(), time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		select {
+		case <-t.done:
+			t.cmd = nil
+			b, _ := os.ReadFile(filepath.Join(t.dir, "temporal.log"))
+			return fmt.Errorf("temporal dev server exited at start: %s", lastLines(b, 5))
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			t.Stop()
+			return fmt.Errorf("temporal dev server did not listen on %s: %w", t.Address(), err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop kills the server; Start brings up an empty one on the same port.
+func (t *Temporal) Stop() {
+	if t.cmd == nil {
+		return
+	}
+	_ = t.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-t.done:
+	case <-time.After(10 * time.Second):
+		_ = t.cmd.Process.Kill()
+		<-t.done
+	}
+	t.log.Close()
+	t.cmd = nil
+}
+
+// Close stops the server and removes its folder.
+func (t *Temporal) Close() {
+	t.Stop()
+	_ = os.RemoveAll(t.dir)
+}
+
+// FindTemporalCLI looks for the temporal binary: RECONCILER_TEMPORAL_CLI, then bin/temporal
+// in this module (where the Makefile builds it), then PATH.
+func FindTemporalCLI() (string, error) {
+	if p := os.Getenv("RECONCILER_TEMPORAL_CLI"); p != "" {
+		return p, nil
+	}
+	if root, err := ModuleRoot(); err == nil {
+		p := filepath.Join(root, "bin", "temporal")
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath("temporal"); err == nil {
+		return p, nil
+	}
+	return "", errors.New("temporal CLI not found: run `make tools` (builds bin/temporal) or set RECONCILER_TEMPORAL_CLI")
+}
+
+// ModuleRoot is the nearest folder above the working directory that holds go.mod.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}
