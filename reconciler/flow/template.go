@@ -1,0 +1,428 @@
+package flow
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/expr-lang/expr"
+	"github.com/expr-lang/expr/ast"
+	"github.com/expr-lang/expr/vm"
+)
+
+// Scope is what expressions see: the workflow's input, the output of every node that
+// has run (nodes.<id>.output) and the last payload of each signal (signals.<name>).
+type Scope struct {
+	Input   any            `expr:"input"`
+	Nodes   map[string]any `expr:"nodes"`
+	Signals map[string]any `expr:"signals"`
+}
+
+// Expr is a compiled expression.
+type Expr struct {
+	source  string
+	program *vm.Program
+}
+
+// refs collects what expressions of a definition refer to, for validation.
+type refs struct {
+	nodes   map[string]bool
+	signals map[string]bool
+}
+
+// exprOptions makes expressions deterministic under Temporal replay: no wall clock,
+// a fixed time zone, and map iteration in sorted key order.
+func exprOptions() []expr.Option {
+	return []expr.Option{
+		expr.Env(Scope{}),
+		expr.DisableBuiltin("now"),
+		expr.Timezone("UTC"),
+		expr.Function("keys", sortedKeys),
+		expr.Function("values", sortedValues),
+		expr.Function("toPairs", sortedPairs),
+		expr.MaxNodes(5000),
+	}
+}
+
+func compileExpr(source string, r *refs) (*Expr, error) {
+	opts := append(exprOptions(), expr.Patch(&refCollector{refs: r}))
+	program, err := expr.Compile(source, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("bad expression %q: %s", source, oneLine(err.Error()))
+	}
+	return &Expr{source: source, program: program}, nil
+}
+
+// Eval runs the expression in scope and returns a JSON-compatible value.
+func (e *Expr) Eval(s Scope) (any, error) {
+	out, err := expr.Run(e.program, s)
+	if err != nil {
+		return nil, fmt.Errorf("evaluate %q: %s", e.source, oneLine(err.Error()))
+	}
+	return normalize(out)
+}
+
+func (e *Expr) String() string { return e.source }
+
+// refCollector records nodes.<id> and signals.<name> references.
+type refCollector struct{ refs *refs }
+
+func (c *refCollector) Visit(node *ast.Node) {
+	m, ok := (*node).(*ast.MemberNode)
+	if !ok {
+		return
+	}
+	id, ok := m.Node.(*ast.IdentifierNode)
+	if !ok {
+		return
+	}
+	prop, ok := m.Property.(*ast.StringNode)
+	if !ok {
+		return
+	}
+	switch id.Value {
+	case "nodes":
+		c.refs.nodes[prop.Value] = true
+	case "signals":
+		c.refs.signals[prop.Value] = true
+	}
+}
+
+// Template is a JSON value whose strings may hold ${expr}. A string that is exactly
+// one ${expr} takes the expression's value with its JSON type; any other string with
+// ${...} parts becomes text. $${ writes a literal ${.
+type Template struct {
+	root tnode
+}
+
+type tnode interface {
+	eval(Scope) (any, error)
+}
+
+type literal struct{ v any }
+
+func (l literal) eval(Scope) (any, error) { return l.v, nil }
+
+type whole struct{ e *Expr }
+
+func (w whole) eval(s Scope) (any, error) { return w.e.Eval(s) }
+
+type textPart struct {
+	text string
+	e    *Expr
+}
+
+type interpolation []textPart
+
+func (p interpolation) eval(s Scope) (any, error) {
+	var b strings.Builder
+	for _, part := range p {
+		if part.e == nil {
+			b.WriteString(part.text)
+			continue
+		}
+		v, err := part.e.Eval(s)
+		if err != nil {
+			return nil, err
+		}
+		b.WriteString(text(v))
+	}
+	return b.String(), nil
+}
+
+type object struct {
+	keys  []string
+	items []tnode
+}
+
+func (o object) eval(s Scope) (any, error) {
+	out := make(map[string]any, len(o.keys))
+	for i, k := range o.keys {
+		v, err := o.items[i].eval(s)
+		if err != nil {
+			return nil, err
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+type array []tnode
+
+func (a array) eval(s Scope) (any, error) {
+	out := make([]any, len(a))
+	for i, item := range a {
+		v, err := item.eval(s)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = v
+	}
+	return out, nil
+}
+
+// compileTemplate compiles a decoded JSON value (from encoding/json with UseNumber off).
+func compileTemplate(v any, r *refs) (*Template, error) {
+	root, err := compileValue(v, r)
+	if err != nil {
+		return nil, err
+	}
+	return &Template{root: root}, nil
+}
+
+func compileValue(v any, r *refs) (tnode, error) {
+	switch v := v.(type) {
+	case string:
+		return compileString(v, r)
+	case map[string]any:
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		o := object{keys: keys, items: make([]tnode, len(keys))}
+		constant := true
+		for i, k := range keys {
+			item, err := compileValue(v[k], r)
+			if err != nil {
+				return nil, err
+			}
+			o.items[i] = item
+			_, isLit := item.(literal)
+			constant = constant && isLit
+		}
+		if constant {
+			return literal{v}, nil
+		}
+		return o, nil
+	case []any:
+		a := make(array, len(v))
+		constant := true
+		for i, item := range v {
+			n, err := compileValue(item, r)
+			if err != nil {
+				return nil, err
+			}
+			a[i] = n
+			_, isLit := n.(literal)
+			constant = constant && isLit
+		}
+		if constant {
+			return literal{v}, nil
+		}
+		return a, nil
+	default:
+		return literal{v}, nil
+	}
+}
+
+func compileString(s string, r *refs) (tnode, error) {
+	parts, err := splitTemplate(s)
+	if err != nil {
+		return nil, err
+	}
+	if len(parts) == 1 && parts[0].isExpr {
+		e, err := compileExpr(parts[0].text, r)
+		if err != nil {
+			return nil, err
+		}
+		return whole{e}, nil
+	}
+	hasExpr := false
+	out := make(interpolation, 0, len(parts))
+	for _, p := range parts {
+		if !p.isExpr {
+			out = append(out, textPart{text: p.text})
+			continue
+		}
+		hasExpr = true
+		e, err := compileExpr(p.text, r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, textPart{e: e})
+	}
+	if !hasExpr {
+		var b strings.Builder
+		for _, p := range out {
+			b.WriteString(p.text)
+		}
+		return literal{b.String()}, nil
+	}
+	return out, nil
+}
+
+type rawPart struct {
+	text   string
+	isExpr bool
+}
+
+// splitTemplate cuts s into text and ${expression} parts. Braces and quotes inside an
+// expression are matched, so ${ {"a": "}"}.a } is one expression.
+func splitTemplate(s string) ([]rawPart, error) {
+	var parts []rawPart
+	var lit strings.Builder
+	for i := 0; i < len(s); {
+		if strings.HasPrefix(s[i:], "$${") {
+			lit.WriteString("${")
+			i += 3
+			continue
+		}
+		if !strings.HasPrefix(s[i:], "${") {
+			lit.WriteByte(s[i])
+			i++
+			continue
+		}
+		end, err := matchBrace(s, i+2)
+		if err != nil {
+			return nil, err
+		}
+		if lit.Len() > 0 {
+			parts = append(parts, rawPart{text: lit.String()})
+			lit.Reset()
+		}
+		body := strings.TrimSpace(s[i+2 : end])
+		if body == "" {
+			return nil, fmt.Errorf("empty ${} in %q", s)
+		}
+		parts = append(parts, rawPart{text: body, isExpr: true})
+		i = end + 1
+	}
+	if lit.Len() > 0 || len(parts) == 0 {
+		parts = append(parts, rawPart{text: lit.String()})
+	}
+	return parts, nil
+}
+
+// matchBrace returns the index of the } closing an expression that starts at from.
+func matchBrace(s string, from int) (int, error) {
+	depth := 0
+	for i := from; i < len(s); i++ {
+		switch c := s[i]; c {
+		case '"', '\'', '`':
+			j := i + 1
+			for ; j < len(s) && s[j] != c; j++ {
+				if s[j] == '\\' && c != '`' {
+					j++
+				}
+			}
+			if j >= len(s) {
+				return 0, fmt.Errorf("unterminated string in ${...} of %q", s)
+			}
+			i = j
+		case '{':
+			depth++
+		case '}':
+			if depth == 0 {
+				return i, nil
+			}
+			depth--
+		}
+	}
+	return 0, fmt.Errorf("unclosed ${ in %q", s)
+}
+
+// Eval evaluates the template in scope.
+func (t *Template) Eval(s Scope) (any, error) {
+	if t == nil {
+		return nil, nil
+	}
+	return t.root.eval(s)
+}
+
+// text is how a value reads inside a string: strings as they are, anything else as JSON.
+func text(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case float64:
+		return strconv.FormatFloat(v, 'f', -1, 64)
+	case nil:
+		return "null"
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Sprint(v)
+	}
+	return string(b)
+}
+
+// normalize turns what expr returns into plain JSON values (time and duration values
+// become strings), so outputs look the same before and after a Temporal round trip.
+func normalize(v any) (any, error) {
+	switch v := v.(type) {
+	case nil, bool, string, float64, int, int64, map[string]any, []any:
+		return v, nil
+	case time.Time:
+		return v.UTC().Format(time.RFC3339Nano), nil
+	case time.Duration:
+		return v.String(), nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("value of type %T cannot be used as JSON: %w", v, err)
+	}
+	var out any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func sortedMapKeys(args []any, fn string) (reflect.Value, []reflect.Value, error) {
+	if len(args) != 1 {
+		return reflect.Value{}, nil, fmt.Errorf("%s: expected 1 argument, got %d", fn, len(args))
+	}
+	m := reflect.ValueOf(args[0])
+	if m.Kind() != reflect.Map {
+		return reflect.Value{}, nil, fmt.Errorf("%s: expected a map, got %T", fn, args[0])
+	}
+	keys := m.MapKeys()
+	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i].Interface()) < fmt.Sprint(keys[j].Interface()) })
+	return m, keys, nil
+}
+
+func sortedKeys(args ...any) (any, error) {
+	_, keys, err := sortedMapKeys(args, "keys")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]any, len(keys))
+	for i, k := range keys {
+		out[i] = k.Interface()
+	}
+	return out, nil
+}
+
+func sortedValues(args ...any) (any, error) {
+	m, keys, err := sortedMapKeys(args, "values")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]any, len(keys))
+	for i, k := range keys {
+		out[i] = m.MapIndex(k).Interface()
+	}
+	return out, nil
+}
+
+func sortedPairs(args ...any) (any, error) {
+	m, keys, err := sortedMapKeys(args, "toPairs")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]any, len(keys))
+	for i, k := range keys {
+		out[i] = []any{k.Interface(), m.MapIndex(k).Interface()}
+	}
+	return out, nil
+}
+
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	return strings.Join(strings.Fields(s), " ")
+}
