@@ -1,0 +1,208 @@
+package reconciler_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.temporal.io/sdk/client"
+
+	"github.com/flowbuilder/reconciler/internal/testenv"
+	"github.com/flowbuilder/reconciler/reconciler"
+)
+
+// service is a reconciler under test, on its own database and the shared dev server.
+type service struct {
+	*reconciler.Reconciler
+	cfg  reconciler.Config
+	db   *testenv.DB
+	pool *pgxpool.Pool
+}
+
+func testConfig(t testing.TB, db *testenv.DB) reconciler.Config {
+	return reconciler.Config{
+		DatabaseURL:       db.URL,
+		TemporalAddress:   testenv.TemporalAddress(t),
+		TemporalNamespace: "default",
+		PollInterval:      10 * time.Second,
+		HeartbeatInterval: time.Second,
+		Concurrency:       8,
+		ReconcileTimeout:  30 * time.Second,
+		WorkerStopTimeout: 5 * time.Second,
+		ShutdownTimeout:   20 * time.Second,
+		WorkflowPollers:   2,
+		ActivityPollers:   2,
+		MaxNodeExecutions: 1000,
+		DatabaseMaxConns:  10,
+		LogLevel:          "info",
+		LogFormat:         "text",
+		TemporalLogLevel:  "error",
+	}
+}
+
+func startService(t testing.TB, db *testenv.DB, modify ...func(*reconciler.Config)) *service {
+	t.Helper()
+	cfg := testConfig(t, db)
+	for _, m := range modify {
+		m(&cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("test config: %v", err)
+	}
+	log := testLogger(t)
+	pool, err := pgxpool.New(context.Background(), cfg.DatabaseURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := reconciler.NewTemporalClient(cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := reconciler.New(cfg, pool, tc, log)
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	s := &service{Reconciler: r, cfg: cfg, db: db, pool: db.Pool}
+	t.Cleanup(func() {
+		r.Stop()
+		tc.Close()
+		pool.Close()
+	})
+	return s
+}
+
+// testLogger writes the service's logs to the test log, and to nowhere once the test
+// has ended (late lines from stopping workers must not panic).
+func testLogger(t testing.TB) *slog.Logger {
+	if os.Getenv("RECONCILER_TEST_LOGS") == "" {
+		return slog.New(slog.NewTextHandler(discard{}, nil))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func exec(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) {
+	t.Helper()
+	if _, err := pool.Exec(context.Background(), sql, args...); err != nil {
+		t.Fatalf("%s: %v", strings.TrimSpace(sql), err)
+	}
+}
+
+// project creates a stopped project and returns its id and task queue.
+func project(t testing.TB, pool *pgxpool.Pool) (uuid.UUID, string) {
+	t.Helper()
+	queue := "test-" + uuid.NewString()
+	var id uuid.UUID
+	err := pool.QueryRow(context.Background(),
+		`INSERT INTO projects (name, task_queue_name) VALUES ($1, $2) RETURNING id`, t.Name(), queue).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id, queue
+}
+
+// workflow creates an active workflow with one compiled version and returns its id.
+func workflow(t testing.TB, pool *pgxpool.Pool, projectID uuid.UUID, name, code string) uuid.UUID {
+	t.Helper()
+	var id uuid.UUID
+	err := pool.QueryRow(context.Background(),
+		`INSERT INTO workflows (project_id, name, status) VALUES ($1, $2, 'active') RETURNING id`, projectID, name).Scan(&id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compile(t, pool, id, code)
+	return id
+}
+
+// compile stores a new compiled version of a workflow.
+func compile(t testing.TB, pool *pgxpool.Pool, workflowID uuid.UUID, code string) {
+	t.Helper()
+	exec(t, pool, `INSERT INTO compiled_workflows (workflow_id, workflow_code) VALUES ($1, $2)`, workflowID, code)
+}
+
+func setDesired(t testing.TB, pool *pgxpool.Pool, projectID uuid.UUID, status string) {
+	t.Helper()
+	exec(t, pool, `UPDATE projects SET desired_status = $2 WHERE id = $1`, projectID, status)
+}
+
+func generation(t testing.TB, pool *pgxpool.Pool, projectID uuid.UUID) int64 {
+	t.Helper()
+	var g int64
+	if err := pool.QueryRow(context.Background(), `SELECT generation FROM projects WHERE id = $1`, projectID).Scan(&g); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// workerRow is the newest workflow_workers row of a project.
+type workerRow struct {
+	WorkerID      string
+	Status        string
+	Host          string
+	ProcessID     string
+	Generation    int64
+	StoppedAt     *time.Time
+	LastHeartbeat *time.Time
+	Metadata      map[string]any
+}
+
+func latestWorker(t testing.TB, pool *pgxpool.Pool, projectID uuid.UUID) (workerRow, bool) {
+	t.Helper()
+	var r workerRow
+	var md []byte
+	err := pool.QueryRow(context.Background(), `
+		SELECT worker_id, status, coalesce(host, ''), coalesce(process_id, ''), coalesce(generation, 0),
+		       stopped_at, last_heartbeat, metadata
+		FROM workflow_workers WHERE project_id = $1
+		ORDER BY started_at DESC, id DESC LIMIT 1`, projectID).
+		Scan(&r.WorkerID, &r.Status, &r.Host, &r.ProcessID, &r.Generation, &r.StoppedAt, &r.LastHeartbeat, &md)
+	if err != nil {
+		return workerRow{}, false
+	}
+	_ = json.Unmarshal(md, &r.Metadata)
+	return r, true
+}
+
+// waitWorker waits until the project's newest row satisfies cond.
+func waitWorker(t testing.TB, pool *pgxpool.Pool, projectID uuid.UUID, timeout time.Duration, cond func(workerRow) bool) workerRow {
+	t.Helper()
+	var last workerRow
+	testenv.Eventually(t, timeout, func() (bool, string) {
+		r, ok := latestWorker(t, pool, projectID)
+		if !ok {
+			return false, "no workflow_workers row yet"
+		}
+		last = r
+		return cond(r), fmt.Sprintf("newest row: %+v", r)
+	})
+	return last
+}
+
+func hasStatus(status string) func(workerRow) bool {
+	return func(r workerRow) bool { return r.Status == status }
+}
+
+// execute runs a workflow type on a task queue and decodes its result.
+func execute(t testing.TB, tc client.Client, queue, workflowType string, input any, result any) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	run, err := tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
+		ID:        workflowType + "-" + uuid.NewString(),
+		TaskQueue: queue,
+	}, workflowType, input)
+	if err != nil {
+		t.Fatalf("start %s: %v", workflowType, err)
+	}
+	return run.Get(ctx, result)
+}

@@ -1,0 +1,94 @@
+package reconciler
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+)
+
+// desired is what the database says about a project.
+type desired struct {
+	Exists     bool
+	Running    bool
+	Generation int64
+	TaskQueue  string
+	Options    workerOptions
+}
+
+// actual is what this process runs for a project.
+type actual struct {
+	Exists     bool
+	Generation int64
+	TaskQueue  string
+	Options    workerOptions
+	// Failed means the worker crashed or cannot poll and must be replaced.
+	Failed bool
+}
+
+// action is the one step a reconcile takes.
+type action int
+
+const (
+	actNone    action = iota
+	actStart          // no worker runs: start one
+	actStop           // a worker runs but must not
+	actReload         // swap what the running worker serves, without dropping its pollers
+	actRestart        // replace the worker: its task queue or options changed, or it failed
+)
+
+func (a action) String() string {
+	return [...]string{"none", "start", "stop", "reload", "restart"}[a]
+}
+
+// plan is the pure heart of a reconcile: from desired and actual state, what to do.
+func plan(d desired, a actual) action {
+	if !d.Exists || !d.Running {
+		if a.Exists {
+			return actStop
+		}
+		return actNone
+	}
+	switch {
+	case !a.Exists:
+		return actStart
+	case a.Failed, a.TaskQueue != d.TaskQueue, a.Options != d.Options:
+		return actRestart
+	case a.Generation != d.Generation:
+		return actReload
+	}
+	return actNone
+}
+
+// workerOptions is projects.worker_options. The database rejects unknown keys and
+// out-of-range values (reconciler_check_worker_options); the same rules apply here.
+type workerOptions struct {
+	MaxConcurrentActivities      int `json:"max_concurrent_activities,omitempty"`
+	MaxConcurrentWorkflowTasks   int `json:"max_concurrent_workflow_tasks,omitempty"`
+	MaxConcurrentLocalActivities int `json:"max_concurrent_local_activities,omitempty"`
+	WorkflowTaskPollers          int `json:"workflow_task_pollers,omitempty"`
+	ActivityTaskPollers          int `json:"activity_task_pollers,omitempty"`
+}
+
+func parseWorkerOptions(raw []byte) (workerOptions, error) {
+	var o workerOptions
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return o, nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
+		return workerOptions{}, fmt.Errorf("projects.worker_options: %w", err)
+	}
+	for name, v := range map[string]int{
+		"max_concurrent_activities":       o.MaxConcurrentActivities,
+		"max_concurrent_workflow_tasks":   o.MaxConcurrentWorkflowTasks,
+		"max_concurrent_local_activities": o.MaxConcurrentLocalActivities,
+		"workflow_task_pollers":           o.WorkflowTaskPollers,
+		"activity_task_pollers":           o.ActivityTaskPollers,
+	} {
+		if v < 0 || v > 10000 {
+			return workerOptions{}, fmt.Errorf("projects.worker_options.%s must be between 1 and 10000, got %d", name, v)
+		}
+	}
+	return o, nil
+}

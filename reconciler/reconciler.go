@@ -1,0 +1,400 @@
+package reconciler
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"go.temporal.io/sdk/client"
+
+	"github.com/flowbuilder/reconciler/db"
+)
+
+// Reconciler runs one Temporal worker per project whose desired_status is running.
+// See doc.go for the model.
+type Reconciler struct {
+	cfg      Config
+	pool     *pgxpool.Pool
+	q        *db.Queries
+	temporal client.Client
+	log      *slog.Logger
+	host     string
+	pid      string
+
+	queue   *queue
+	backoff *backoff
+	rows    *rowWriter
+	defs    *definitionCache
+
+	mu      sync.Mutex
+	workers map[uuid.UUID]*projectWorker
+
+	startOnce sync.Once
+	stopOnce  sync.Once
+	cancel    context.CancelFunc // stops the listener, poller, heartbeats and row writer
+	loops     sync.WaitGroup     // listener, poller, heartbeats
+	writer    sync.WaitGroup     // the row writer, stopped last
+	reconcile sync.WaitGroup     // reconcile goroutines
+}
+
+// New builds a Reconciler. pool and tc stay owned by the caller.
+func New(cfg Config, pool *pgxpool.Pool, tc client.Client, log *slog.Logger) *Reconciler {
+	host, _ := os.Hostname()
+	pid := strconv.Itoa(os.Getpid())
+	q := db.New(pool)
+	return &Reconciler{
+		cfg:      cfg,
+		pool:     pool,
+		q:        q,
+		temporal: tc,
+		log:      log,
+		host:     host,
+		pid:      pid,
+		queue:    newQueue(),
+		backoff:  newBackoff(time.Second, 5*time.Minute),
+		rows:     newRowWriter(q, host, pid, log),
+		defs:     newDefinitionCache(1024),
+		workers:  map[uuid.UUID]*projectWorker{},
+	}
+}
+
+// Start begins listening, polling and reconciling. It returns at once.
+func (r *Reconciler) Start(ctx context.Context) error {
+	err := errors.New("reconciler already started")
+	r.startOnce.Do(func() {
+		err = nil
+		ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		r.writer.Add(1)
+		go func() {
+			defer r.writer.Done()
+			r.rows.Run(ctx)
+		}()
+		for range r.cfg.Concurrency {
+			r.reconcile.Add(1)
+			go func() {
+				defer r.reconcile.Done()
+				r.work()
+			}()
+		}
+		r.loops.Add(3)
+		go func() {
+			defer r.loops.Done()
+			r.listen(ctx)
+		}()
+		go func() {
+			defer r.loops.Done()
+			r.poll(ctx)
+		}()
+		go func() {
+			defer r.loops.Done()
+			r.heartbeat(ctx)
+		}()
+		r.log.Info("reconciler started", "host", r.host, "pid", r.pid, "concurrency", r.cfg.Concurrency)
+	})
+	return err
+}
+
+// Stop stops taking work, drains every worker in parallel within ShutdownTimeout,
+// writes their rows as stopped and returns. It is safe to call more than once.
+func (r *Reconciler) Stop() {
+	r.startOnce.Do(func() {}) // a Reconciler never started has nothing to stop
+	r.stopOnce.Do(func() {
+		if r.cancel == nil {
+			return
+		}
+		r.queue.ShutDown()
+		r.reconcile.Wait()
+
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
+		defer cancel()
+		r.stopAll(ctx)
+		if err := r.rows.Flush(ctx); err != nil {
+			r.log.Error("worker rows not written at shutdown", "error", err, "pending", r.rows.Pending())
+		}
+		r.cancel()
+		r.loops.Wait()
+		r.writer.Wait()
+		r.log.Info("reconciler stopped")
+	})
+}
+
+// Run is Start, then Stop when ctx ends.
+func (r *Reconciler) Run(ctx context.Context) error {
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	r.Stop()
+	return nil
+}
+
+// work takes dirty projects off the queue and reconciles them until shutdown.
+func (r *Reconciler) work() {
+	for {
+		id, ok := r.queue.Get()
+		if !ok {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ReconcileTimeout)
+		err := r.reconcileProject(ctx, id)
+		cancel()
+		if err != nil {
+			delay, failures := r.backoff.Next(id)
+			r.log.Warn("reconcile failed", "project_id", id, "error", err, "failures", failures, "retry_in", delay.Round(time.Millisecond))
+			r.queue.AddAfter(id, delay)
+		} else {
+			r.backoff.Reset(id)
+		}
+		r.queue.Done(id)
+	}
+}
+
+// reconcileProject is one observe -> plan -> act pass for one project.
+func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) error {
+	d, err := r.observe(ctx, id)
+	if err != nil {
+		return err
+	}
+	a := r.actualOf(id)
+	act := plan(d, a)
+	if act == actNone {
+		return nil
+	}
+	log := r.log.With("project_id", id, "action", act.String())
+	log.Debug("reconcile", "desired_generation", d.Generation, "actual_generation", a.Generation)
+	switch act {
+	case actStart:
+		return r.start(ctx, id, nil, log)
+	case actRestart:
+		return r.start(ctx, id, r.worker(id), log)
+	case actReload:
+		return r.reload(ctx, id, log)
+	case actStop:
+		r.stop(id, "desired_status is stopped", log)
+	}
+	return nil
+}
+
+// observe reads what the database wants for a project.
+func (r *Reconciler) observe(ctx context.Context, id uuid.UUID) (desired, error) {
+	st, err := r.q.GetProjectState(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return desired{}, nil
+	}
+	if err != nil {
+		return desired{}, fmt.Errorf("read project %s: %w", id, err)
+	}
+	opts, err := parseWorkerOptions(st.WorkerOptions)
+	if err != nil {
+		return desired{}, fmt.Errorf("project %s: %w", id, err)
+	}
+	return desired{
+		Exists:     true,
+		Running:    st.DesiredStatus == "running",
+		Generation: st.Generation,
+		TaskQueue:  st.TaskQueueName,
+		Options:    opts,
+	}, nil
+}
+
+func (r *Reconciler) actualOf(id uuid.UUID) actual {
+	pw := r.worker(id)
+	if pw == nil {
+		return actual{}
+	}
+	return actual{Exists: true, Generation: pw.generation, TaskQueue: pw.taskQueue, Options: pw.options}
+}
+
+func (r *Reconciler) worker(id uuid.UUID) *projectWorker {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.workers[id]
+}
+
+// start starts a worker for the project; with old set, it replaces old once the new
+// one polls, so the task queue is never without a worker.
+func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker, log *slog.Logger) error {
+	b, err := r.q.LoadProjectBundle(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil // deleted meanwhile: the delete's notification stops what runs
+	}
+	if err != nil {
+		return fmt.Errorf("load definitions of project %s: %w", id, err)
+	}
+	if b.DesiredStatus != "running" {
+		return nil
+	}
+	opts, err := parseWorkerOptions(b.WorkerOptions)
+	if err != nil {
+		return fmt.Errorf("project %s: %w", id, err)
+	}
+	set, err := buildServed(b.Generation, b.Workflows, b.Components)
+	if err != nil {
+		return fmt.Errorf("load definitions of project %s: %w", id, err)
+	}
+
+	workerID := r.newWorkerID()
+	log = log.With("worker_id", workerID, "generation", b.Generation)
+	pw := newProjectWorker(r.temporal, r.cfg, id, workerID, b.TaskQueueName, opts, r.defs,
+		r.log.With("project_id", id, "worker_id", workerID), func(err error) { r.fatal(id, workerID, err) })
+	pw.served.Store(set)
+	pw.generation = b.Generation
+	if old != nil {
+		pw.restarts = old.restarts + 1
+	}
+	r.rows.Put(pw.row(statusStarting, nil))
+	if err := pw.w.Start(); err != nil {
+		pw.Stop()
+		r.rows.Put(pw.row(statusFailed, err))
+		return fmt.Errorf("start worker for project %s: %w", id, err)
+	}
+	r.mu.Lock()
+	r.workers[id] = pw
+	r.mu.Unlock()
+	r.rows.Put(pw.row(statusRunning, nil))
+	log.Info("worker running", "task_queue", b.TaskQueueName, "workflows", len(set.workflows), "invalid_workflows", len(set.errors))
+	if old != nil {
+		r.stopWorker(old, "replaced by "+workerID, log)
+	}
+	return nil
+}
+
+// reload swaps what the running worker serves: no poller is stopped.
+func (r *Reconciler) reload(ctx context.Context, id uuid.UUID, log *slog.Logger) error {
+	pw := r.worker(id)
+	b, err := r.q.LoadProjectBundle(ctx, id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load definitions of project %s: %w", id, err)
+	}
+	set, err := buildServed(b.Generation, b.Workflows, b.Components)
+	if err != nil {
+		return fmt.Errorf("load definitions of project %s: %w", id, err)
+	}
+	pw.served.Store(set)
+	pw.generation = b.Generation
+	r.rows.Put(pw.row(statusRunning, nil))
+	log.Info("worker reloaded", "worker_id", pw.id, "generation", b.Generation, "workflows", len(set.workflows), "invalid_workflows", len(set.errors))
+	return nil
+}
+
+// stop stops the project's worker, if one runs.
+func (r *Reconciler) stop(id uuid.UUID, reason string, log *slog.Logger) {
+	r.mu.Lock()
+	pw := r.workers[id]
+	delete(r.workers, id)
+	r.mu.Unlock()
+	if pw != nil {
+		r.stopWorker(pw, reason, log)
+	}
+}
+
+func (r *Reconciler) stopWorker(pw *projectWorker, reason string, log *slog.Logger) {
+	r.mu.Lock()
+	if r.workers[pw.project] == pw {
+		delete(r.workers, pw.project)
+	}
+	r.mu.Unlock()
+	r.rows.Put(pw.row(statusStopping, nil))
+	began := time.Now()
+	pw.Stop()
+	r.rows.Put(pw.row(statusStopped, nil))
+	log.Info("worker stopped", "worker_id", pw.id, "reason", reason, "took", time.Since(began).Round(time.Millisecond))
+}
+
+// stopAll stops every worker at once (SIGTERM): each drains within WorkerStopTimeout.
+func (r *Reconciler) stopAll(ctx context.Context) {
+	r.mu.Lock()
+	all := make([]*projectWorker, 0, len(r.workers))
+	for _, pw := range r.workers {
+		all = append(all, pw)
+	}
+	r.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, pw := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.stopWorker(pw, "shutdown", r.log.With("project_id", pw.project))
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		r.log.Error("workers did not stop within the shutdown timeout", "timeout", r.cfg.ShutdownTimeout)
+	}
+}
+
+// fatal is the SDK's OnFatalError: the worker cannot go on. Mark it failed and let a
+// reconcile replace it.
+func (r *Reconciler) fatal(id uuid.UUID, workerID string, err error) {
+	r.log.Error("worker failed", "project_id", id, "worker_id", workerID, "error", err)
+	r.mu.Lock()
+	pw := r.workers[id]
+	if pw != nil && pw.id == workerID {
+		delete(r.workers, id)
+	}
+	r.mu.Unlock()
+	if pw != nil && pw.id == workerID {
+		r.rows.Put(pw.row(statusFailed, err))
+		go pw.Stop()
+		delay, _ := r.backoff.Next(id)
+		r.queue.AddAfter(id, delay)
+	}
+}
+
+func (pw *projectWorker) row(status string, err error) workerRow {
+	md := pw.served.Load().metadata()
+	md["restarts"] = pw.restarts
+	if err != nil {
+		md["error"] = err.Error()
+	}
+	row := workerRow{
+		WorkerID:   pw.id,
+		ProjectID:  pw.project,
+		TaskQueue:  pw.taskQueue,
+		Status:     status,
+		StartedAt:  pw.startedAt,
+		Generation: pw.generation,
+		Metadata:   md,
+	}
+	if status == statusStopped || status == statusFailed {
+		row.StoppedAt = time.Now()
+	}
+	return row
+}
+
+// newWorkerID names a worker instance: readable, and unique across hosts and restarts.
+func (r *Reconciler) newWorkerID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s-%s-%s", r.host, r.pid, hex.EncodeToString(b[:]))
+}
+
+// liveWorkerIDs lists the workers this process runs now.
+func (r *Reconciler) liveWorkerIDs() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := make([]string, 0, len(r.workers))
+	for _, pw := range r.workers {
+		ids = append(ids, pw.id)
+	}
+	return ids
+}

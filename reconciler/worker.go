@@ -1,0 +1,319 @@
+package reconciler
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/worker"
+	"go.temporal.io/sdk/workflow"
+
+	"github.com/flowbuilder/reconciler/reconciler/flow"
+)
+
+// projectWorker is one Temporal worker serving one project. What it serves lives in an
+// atomically swapped set, so a reload changes the definitions without touching the
+// pollers; only a change of task queue or worker options needs a new projectWorker.
+type projectWorker struct {
+	project   uuid.UUID
+	id        string // workflow_workers.worker_id, also the Temporal worker identity
+	taskQueue string
+	options   workerOptions
+	startedAt time.Time
+	log       *slog.Logger
+	maxSteps  int
+	defs      *definitionCache
+
+	w      worker.Worker
+	served atomic.Pointer[servedSet]
+
+	stopOnce sync.Once
+
+	// Owned by the reconcile of this project (the queue never runs two at once).
+	generation int64
+	restarts   int
+}
+
+// servedSet is what a worker serves at one generation.
+type servedSet struct {
+	generation int64
+	workflows  map[string]*servedWorkflow
+	errors     map[string]string // workflow name -> why it is not served
+	components []string
+}
+
+type servedWorkflow struct {
+	name       string
+	compiledID uuid.UUID
+	version    int32
+	code       string
+	def        *flow.Definition
+}
+
+// pinned is recorded in a run's history (a SideEffect) when it starts: the run uses
+// this definition until it ends, whatever is compiled or served later.
+type pinned struct {
+	CompiledID string `json:"compiled_id"`
+	Version    int32  `json:"version"`
+	Code       string `json:"code"`
+	MaxSteps   int    `json:"max_steps"`
+}
+
+func newProjectWorker(tc client.Client, cfg Config, project uuid.UUID, workerID, taskQueue string,
+	opts workerOptions, defs *definitionCache, log *slog.Logger, onFatal func(error)) *projectWorker {
+	pw := &projectWorker{
+		project:   project,
+		id:        workerID,
+		taskQueue: taskQueue,
+		options:   opts,
+		startedAt: time.Now(),
+		log:       log,
+		maxSteps:  cfg.MaxNodeExecutions,
+		defs:      defs,
+	}
+	wo := worker.Options{
+		Identity:                                workerID,
+		MaxConcurrentWorkflowTaskPollers:        orDefault(opts.WorkflowTaskPollers, cfg.WorkflowPollers),
+		MaxConcurrentActivityTaskPollers:        orDefault(opts.ActivityTaskPollers, cfg.ActivityPollers),
+		MaxConcurrentActivityExecutionSize:      opts.MaxConcurrentActivities,
+		MaxConcurrentWorkflowTaskExecutionSize:  opts.MaxConcurrentWorkflowTasks,
+		MaxConcurrentLocalActivityExecutionSize: opts.MaxConcurrentLocalActivities,
+		WorkerStopTimeout:                       cfg.WorkerStopTimeout,
+		OnFatalError:                            onFatal,
+	}
+	pw.w = worker.New(tc, taskQueue, wo)
+	pw.w.RegisterDynamicWorkflow(pw.runWorkflow, workflow.DynamicRegisterOptions{})
+	pw.w.RegisterDynamicActivity(pw.runActivity, activity.DynamicRegisterOptions{})
+	return pw
+}
+
+func orDefault(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// Stop stops the Temporal worker once; later calls return at once.
+func (pw *projectWorker) Stop() {
+	pw.stopOnce.Do(pw.w.Stop)
+}
+
+// runWorkflow is the dynamic workflow: every workflow type of the project lands here
+// and is resolved against the served set, then pinned for the rest of the run.
+func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.EncodedValues) (any, error) {
+	name := workflow.GetInfo(ctx).WorkflowType.Name
+	var pin pinned
+	err := workflow.SideEffect(ctx, func(workflow.Context) any {
+		set := pw.served.Load()
+		if sw := set.workflows[name]; sw != nil {
+			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.maxSteps}
+		}
+		return pinned{}
+	}).Get(&pin)
+	if err != nil {
+		return nil, fmt.Errorf("pin definition of %s: %w", name, err)
+	}
+	if pin.CompiledID == "" {
+		// Fail the workflow task, not the run: Temporal retries the task, and the run
+		// proceeds once the workflow is served (as with any unregistered type).
+		panic(pw.notServed(name))
+	}
+	def, err := pw.definition(pin)
+	if err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("workflow %s version %d cannot be loaded: %s", name, pin.Version, err), "InvalidDefinition", nil)
+	}
+	var input any
+	if args.HasValues() {
+		if err := args.Get(&input); err != nil {
+			return nil, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("workflow %s: input is not JSON: %s", name, err), "InvalidInput", nil)
+		}
+	}
+	return flow.Execute(ctx, def, input, flow.Options{
+		MaxSteps: pin.MaxSteps,
+		Pinned:   map[string]any{"compiled_id": pin.CompiledID, "version": pin.Version},
+	})
+}
+
+func (pw *projectWorker) notServed(name string) string {
+	set := pw.served.Load()
+	if reason, ok := set.errors[name]; ok {
+		return fmt.Sprintf("workflow %q is not served by this project's worker: %s", name, reason)
+	}
+	return fmt.Sprintf("workflow %q is not an active, compiled workflow of this project", name)
+}
+
+// definition returns the parsed definition a run is pinned to: the served one when it
+// is still current, else the cached or freshly parsed pinned code.
+func (pw *projectWorker) definition(pin pinned) (*flow.Definition, error) {
+	for _, sw := range pw.served.Load().workflows {
+		if sw.compiledID.String() == pin.CompiledID && sw.def != nil {
+			return sw.def, nil
+		}
+	}
+	return pw.defs.get(pin.CompiledID, pin.Code)
+}
+
+// runActivity is the dynamic activity: built-in activities and the project's components.
+func (pw *projectWorker) runActivity(ctx context.Context, args converter.EncodedValues) (any, error) {
+	info := activity.GetInfo(ctx)
+	name := info.ActivityType.Name
+	var input any
+	if args.HasValues() {
+		if err := args.Get(&input); err != nil {
+			return nil, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("activity %s: input is not JSON: %s", name, err), "InvalidInput", nil)
+		}
+	}
+	switch name {
+	case "echo":
+		return input, nil
+	case "log":
+		pw.log.Info("workflow log", "workflow_id", info.WorkflowExecution.ID, "workflow_type", info.WorkflowType.Name, "message", input)
+		return nil, nil
+	}
+	return nil, temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("unknown activity %q: not built in and not an active component of this project", name), "UnknownActivity", nil)
+}
+
+// metadata is what workflow_workers.metadata says about this worker's served set.
+func (s *servedSet) metadata() map[string]any {
+	workflows := map[string]any{}
+	for name, sw := range s.workflows {
+		workflows[name] = sw.version
+	}
+	md := map[string]any{"workflows": workflows}
+	if len(s.errors) > 0 {
+		md["workflow_errors"] = s.errors
+	}
+	if len(s.components) > 0 {
+		md["components"] = s.components
+	}
+	return md
+}
+
+// bundleWorkflow and bundleComponent are the JSON elements of LoadProjectBundle.
+type bundleWorkflow struct {
+	Name       string     `json:"name"`
+	CompiledID *uuid.UUID `json:"compiled_id"`
+	Version    int32      `json:"version"`
+	Code       *string    `json:"code"`
+}
+
+type bundleComponent struct {
+	Name     string `json:"name"`
+	Language string `json:"language"`
+	Code     string `json:"code"`
+}
+
+// buildServed validates every active workflow of a bundle. A workflow that fails is
+// left out with its reason; so is one whose child workflows are not served.
+func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*servedSet, error) {
+	var wfs []bundleWorkflow
+	if err := json.Unmarshal(workflowsJSON, &wfs); err != nil {
+		return nil, fmt.Errorf("decode workflows: %w", err)
+	}
+	var comps []bundleComponent
+	if err := json.Unmarshal(componentsJSON, &comps); err != nil {
+		return nil, fmt.Errorf("decode components: %w", err)
+	}
+	set := &servedSet{generation: generation, workflows: map[string]*servedWorkflow{}, errors: map[string]string{}}
+	activities := map[string]bool{"echo": true, "log": true}
+	for _, c := range comps {
+		set.components = append(set.components, c.Name)
+	}
+	active := map[string]bool{}
+	for _, wf := range wfs {
+		active[wf.Name] = true
+	}
+	cat := flow.Catalog{
+		Activity: func(name string) bool { return activities[name] },
+		Workflow: func(name string) bool { return active[name] },
+	}
+	for _, wf := range wfs {
+		if wf.CompiledID == nil || wf.Code == nil {
+			set.errors[wf.Name] = "the workflow is active but has no compiled version"
+			continue
+		}
+		def, err := flow.Parse([]byte(*wf.Code), cat)
+		if err != nil {
+			set.errors[wf.Name] = fmt.Sprintf("version %d: %s", wf.Version, err)
+			continue
+		}
+		set.workflows[wf.Name] = &servedWorkflow{name: wf.Name, compiledID: *wf.CompiledID, version: wf.Version, code: *wf.Code, def: def}
+	}
+	// A workflow that starts an unserved child would hang: leave it out too, until
+	// nothing changes.
+	for changed := true; changed; {
+		changed = false
+		for _, name := range sortedKeys(set.workflows) {
+			for _, child := range set.workflows[name].def.Children {
+				if _, ok := set.workflows[child]; !ok {
+					set.errors[name] = fmt.Sprintf("version %d: child workflow %q is not served", set.workflows[name].version, child)
+					delete(set.workflows, name)
+					changed = true
+					break
+				}
+			}
+		}
+	}
+	return set, nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// definitionCache keeps parsed definitions of pinned versions by compiled id, so that
+// replaying runs of an old version does not parse it again each time. Compiled rows are
+// immutable, so an id always maps to the same code.
+type definitionCache struct {
+	mu    sync.Mutex
+	max   int
+	items map[string]*flow.Definition
+}
+
+func newDefinitionCache(max int) *definitionCache {
+	return &definitionCache{max: max, items: map[string]*flow.Definition{}}
+}
+
+func (c *definitionCache) get(id, code string) (*flow.Definition, error) {
+	c.mu.Lock()
+	def, ok := c.items[id]
+	c.mu.Unlock()
+	if ok {
+		return def, nil
+	}
+	// Pinned code was valid when it was served; names it calls are checked at run time.
+	def, err := flow.Parse([]byte(code), flow.Catalog{})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.items) >= c.max {
+		for k := range c.items { // evict an arbitrary entry
+			delete(c.items, k)
+			break
+		}
+	}
+	c.items[id] = def
+	return def, nil
+}
