@@ -1,0 +1,180 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flowbuilder/reconciler/internal/devenv"
+	"github.com/flowbuilder/reconciler/internal/testenv"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "reconciler-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "reconciler")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build reconciler: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	defer os.RemoveAll(dir)
+	testenv.Main(m)
+}
+
+// command runs the binary with exactly env (plus PATH and HOME).
+func command(ctx context.Context, env []string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
+	return cmd
+}
+
+func exitCode(err error) int {
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
+}
+
+func TestInvalidConfigurationExitsNonZeroNamingTheVariable(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		env     []string
+		name    string
+		secrets []string
+	}{
+		{[]string{"DATABASE_URL=postgres://app:hunter2secret@db.internal:notaport/app"}, "DATABASE_URL", []string{"hunter2secret"}},
+		{[]string{"DATABASE_URL=host=db password=hunter2secret port=x"}, "DATABASE_URL", []string{"hunter2secret"}},
+		{[]string{"DATABASE_URL=postgres://app@db/app", "RECONCILER_POLL_INTERVAL=hunter2secret"}, "RECONCILER_POLL_INTERVAL", []string{"hunter2secret"}},
+		{[]string{"DATABASE_URL=postgres://app@db/app", "RECONCILER_LOG_FORMAT=xml"}, "RECONCILER_LOG_FORMAT", nil},
+		{[]string{}, "DATABASE_URL", nil},
+	}
+	for _, c := range cases {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		out, err := command(ctx, c.env, "run").CombinedOutput()
+		cancel()
+		if code := exitCode(err); code == 0 || code == -1 {
+			t.Errorf("%v: exit code %d, want a non-zero exit (output %q)", c.env, code, out)
+		}
+		if !strings.Contains(string(out), c.name) {
+			t.Errorf("%v: message %q does not name %s", c.env, out, c.name)
+		}
+		for _, s := range c.secrets {
+			if strings.Contains(string(out), s) {
+				t.Errorf("%v: message %q contains the secret", c.env, out)
+			}
+		}
+	}
+}
+
+func TestMigrateCommand(t *testing.T) {
+	t.Parallel()
+	d := testenv.EmptyDatabase(t)
+	run := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		out, err := command(ctx, []string{"DATABASE_URL=" + d.URL}, append([]string{"migrate"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("migrate %v: %v\n%s", args, err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	if got := run("version"); got != "no migration applied" {
+		t.Errorf("version on an empty database: %q", got)
+	}
+	up := run("up")
+	m := regexp.MustCompile(`^version (\d+)$`).FindStringSubmatch(up)
+	if m == nil {
+		t.Fatalf("migrate up printed %q", up)
+	}
+	if got := run("version"); got != up {
+		t.Errorf("version after up: %q, want %q", got, up)
+	}
+	if got := run("down", m[1]); got != "no migration applied" {
+		t.Errorf("down %s: %q", m[1], got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := command(ctx, []string{"DATABASE_URL=" + d.URL}, "migrate", "down", "zero").CombinedOutput()
+	if exitCode(err) != 2 || !strings.Contains(string(out), "positive number") {
+		t.Errorf("migrate down zero: exit %d, %q", exitCode(err), out)
+	}
+}
+
+// TestDevRunsTheDemo is what `make run` does on a machine with nothing configured: it
+// prints the demo workflow's result, and on Ctrl-C stops everything it started.
+func TestDevRunsTheDemo(t *testing.T) {
+	t.Parallel()
+	cli, err := devenv.FindTemporalCLI()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := command(ctx, []string{"RECONCILER_TEMPORAL_CLI=" + cli})
+	cmd.Args = append(cmd.Args, "dev")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := bufio.NewScanner(stdout)
+	var printed []string
+	var ports []string
+	for lines.Scan() {
+		line := lines.Text()
+		printed = append(printed, line)
+		if m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(line); m != nil && len(ports) < 2 {
+			ports = append(ports, m[1])
+		}
+		if strings.HasPrefix(line, "Reconciling until Ctrl-C") {
+			break
+		}
+	}
+	joined := strings.Join(printed, "\n")
+	if !strings.Contains(joined, "returned: Hello, World!") {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		t.Fatalf("dev did not print the demo result:\n%s\nstderr:\n%s", joined, stderr.String())
+	}
+	if len(ports) != 2 {
+		t.Fatalf("dev did not print the PostgreSQL and Temporal addresses:\n%s", joined)
+	}
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = bufio.NewReader(stdout).WriteTo(discard{}) }()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("dev after Ctrl-C: %v\n%s", err, stderr.String())
+	}
+	for _, port := range ports {
+		if devenv.Listening("127.0.0.1:" + port) {
+			t.Errorf("port %s still listens after dev exited: a server it started was left running", port)
+		}
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
