@@ -11,6 +11,7 @@ import (
 	"github.com/kelseyhightower/envconfig"
 
 	"github.com/flowbuilder/reconciler/db"
+	"github.com/flowbuilder/reconciler/reconciler/component"
 )
 
 // Config is every setting of the service, read from the environment. The README's
@@ -19,42 +20,79 @@ type Config struct {
 	// DatabaseURL is the PostgreSQL connection string (required by `run`).
 	DatabaseURL string `envconfig:"DATABASE_URL"`
 	// TemporalAddress is the Temporal frontend host:port.
-	TemporalAddress string `envconfig:"TEMPORAL_ADDRESS" default:"localhost:7233"`
+	TemporalAddress string `envconfig:"TEMPORAL_ADDRESS"`
 	// TemporalNamespace is the namespace every project's worker polls in.
-	TemporalNamespace string `envconfig:"TEMPORAL_NAMESPACE" default:"default"`
+	TemporalNamespace string `envconfig:"TEMPORAL_NAMESPACE"`
 
 	// PollInterval is the period of the resync that repairs lost notifications (jittered).
-	PollInterval time.Duration `envconfig:"RECONCILER_POLL_INTERVAL" default:"30s"`
+	PollInterval time.Duration `envconfig:"RECONCILER_POLL_INTERVAL"`
 	// HeartbeatInterval is how often workflow_workers.last_heartbeat is refreshed.
-	HeartbeatInterval time.Duration `envconfig:"RECONCILER_HEARTBEAT_INTERVAL" default:"10s"`
+	HeartbeatInterval time.Duration `envconfig:"RECONCILER_HEARTBEAT_INTERVAL"`
 	// Concurrency bounds how many projects are reconciled at once.
-	Concurrency int `envconfig:"RECONCILER_CONCURRENCY" default:"16"`
+	Concurrency int `envconfig:"RECONCILER_CONCURRENCY"`
 	// ReconcileTimeout bounds one reconcile of one project.
-	ReconcileTimeout time.Duration `envconfig:"RECONCILER_RECONCILE_TIMEOUT" default:"30s"`
+	ReconcileTimeout time.Duration `envconfig:"RECONCILER_RECONCILE_TIMEOUT"`
 	// WorkerStopTimeout is how long a stopping worker lets in-flight activities finish.
-	WorkerStopTimeout time.Duration `envconfig:"RECONCILER_WORKER_STOP_TIMEOUT" default:"10s"`
+	WorkerStopTimeout time.Duration `envconfig:"RECONCILER_WORKER_STOP_TIMEOUT"`
 	// ShutdownTimeout bounds the whole drain on SIGTERM.
-	ShutdownTimeout time.Duration `envconfig:"RECONCILER_SHUTDOWN_TIMEOUT" default:"30s"`
+	ShutdownTimeout time.Duration `envconfig:"RECONCILER_SHUTDOWN_TIMEOUT"`
 	// WorkflowPollers and ActivityPollers are the long polls each worker holds per task
 	// type unless the project's worker_options say otherwise.
-	WorkflowPollers int `envconfig:"RECONCILER_WORKFLOW_POLLERS" default:"2"`
-	ActivityPollers int `envconfig:"RECONCILER_ACTIVITY_POLLERS" default:"2"`
+	WorkflowPollers int `envconfig:"RECONCILER_WORKFLOW_POLLERS"`
+	ActivityPollers int `envconfig:"RECONCILER_ACTIVITY_POLLERS"`
 	// MaxNodeExecutions ends a run that executes more nodes than this (runaway loops).
-	MaxNodeExecutions int `envconfig:"RECONCILER_MAX_NODE_EXECUTIONS" default:"10000"`
+	MaxNodeExecutions int `envconfig:"RECONCILER_MAX_NODE_EXECUTIONS"`
 	// DatabaseMaxConns bounds the service's connection pool (the listener has its own).
-	DatabaseMaxConns int32 `envconfig:"RECONCILER_DATABASE_MAX_CONNS" default:"10"`
+	DatabaseMaxConns int32 `envconfig:"RECONCILER_DATABASE_MAX_CONNS"`
+
+	// HTTPAllowPrivate lets http.request reach loopback, private and link-local
+	// addresses (refused by default: workflows run user code).
+	HTTPAllowPrivate bool `envconfig:"RECONCILER_HTTP_ALLOW_PRIVATE"`
+	// HTTPMaxResponseBytes caps the response body http.request reads.
+	HTTPMaxResponseBytes int64 `envconfig:"RECONCILER_HTTP_MAX_RESPONSE_BYTES"`
+	// HTTPTimeout bounds an http.request that names no timeout of its own.
+	HTTPTimeout time.Duration `envconfig:"RECONCILER_HTTP_TIMEOUT"`
+	// ComponentTimeout interrupts a JavaScript component call.
+	ComponentTimeout time.Duration `envconfig:"RECONCILER_COMPONENT_TIMEOUT"`
+	// ComponentMemoryMB is how far the heap may grow during one component call.
+	ComponentMemoryMB int `envconfig:"RECONCILER_COMPONENT_MEMORY_MB"`
 
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
-	LogLevel  string `envconfig:"RECONCILER_LOG_LEVEL" default:"info"`
-	LogFormat string `envconfig:"RECONCILER_LOG_FORMAT" default:"text"`
+	LogLevel  string `envconfig:"RECONCILER_LOG_LEVEL"`
+	LogFormat string `envconfig:"RECONCILER_LOG_FORMAT"`
 	// TemporalLogLevel filters the Temporal SDK's own log lines.
-	TemporalLogLevel string `envconfig:"RECONCILER_TEMPORAL_LOG_LEVEL" default:"warn"`
+	TemporalLogLevel string `envconfig:"RECONCILER_TEMPORAL_LOG_LEVEL"`
 }
 
-// LoadConfig reads the environment and validates the result. The error names the
-// variable at fault and never quotes a secret.
+// DefaultConfig is the configuration of an empty environment (without DATABASE_URL).
+func DefaultConfig() Config {
+	return Config{
+		TemporalAddress:      "localhost:7233",
+		TemporalNamespace:    "default",
+		PollInterval:         30 * time.Second,
+		HeartbeatInterval:    10 * time.Second,
+		Concurrency:          16,
+		ReconcileTimeout:     30 * time.Second,
+		WorkerStopTimeout:    10 * time.Second,
+		ShutdownTimeout:      30 * time.Second,
+		WorkflowPollers:      2,
+		ActivityPollers:      2,
+		MaxNodeExecutions:    10000,
+		DatabaseMaxConns:     10,
+		HTTPMaxResponseBytes: 5 << 20,
+		HTTPTimeout:          30 * time.Second,
+		ComponentTimeout:     10 * time.Second,
+		ComponentMemoryMB:    128,
+		LogLevel:             "info",
+		LogFormat:            "text",
+		TemporalLogLevel:     "warn",
+	}
+}
+
+// LoadConfig reads the environment over DefaultConfig and validates the result. The
+// error names the variable at fault and never quotes a secret.
 func LoadConfig() (Config, error) {
-	var c Config
+	c := DefaultConfig()
 	if err := envconfig.Process("", &c); err != nil {
 		return Config{}, configError(err)
 	}
@@ -105,6 +143,14 @@ func (c Config) Validate() error {
 	if c.DatabaseMaxConns < 2 {
 		bad("RECONCILER_DATABASE_MAX_CONNS", "must be at least 2, got %d", c.DatabaseMaxConns)
 	}
+	if c.HTTPMaxResponseBytes < 1 {
+		bad("RECONCILER_HTTP_MAX_RESPONSE_BYTES", "must be positive, got %d", c.HTTPMaxResponseBytes)
+	}
+	positive("RECONCILER_HTTP_TIMEOUT", c.HTTPTimeout)
+	positive("RECONCILER_COMPONENT_TIMEOUT", c.ComponentTimeout)
+	if c.ComponentMemoryMB < 1 {
+		bad("RECONCILER_COMPONENT_MEMORY_MB", "must be at least 1, got %d", c.ComponentMemoryMB)
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("RECONCILER_LOG_LEVEL", "%s", err)
 	}
@@ -124,6 +170,13 @@ func (c Config) RequireDatabase() error {
 		return errors.New("DATABASE_URL is not set: give the PostgreSQL connection string, e.g. postgres://reconciler@db:5432/app")
 	}
 	return c.Validate()
+}
+
+func (c Config) componentLimits() component.Limits {
+	l := component.DefaultLimits
+	l.Timeout = c.ComponentTimeout
+	l.Memory = int64(c.ComponentMemoryMB) << 20
+	return l
 }
 
 // NewLogger builds the process logger from LogLevel and LogFormat.

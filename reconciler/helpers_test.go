@@ -27,24 +27,19 @@ type service struct {
 }
 
 func testConfig(t testing.TB, db *testenv.DB) reconciler.Config {
-	return reconciler.Config{
-		DatabaseURL:       db.URL,
-		TemporalAddress:   testenv.TemporalAddress(t),
-		TemporalNamespace: "default",
-		PollInterval:      10 * time.Second,
-		HeartbeatInterval: time.Second,
-		Concurrency:       8,
-		ReconcileTimeout:  30 * time.Second,
-		WorkerStopTimeout: 5 * time.Second,
-		ShutdownTimeout:   20 * time.Second,
-		WorkflowPollers:   2,
-		ActivityPollers:   2,
-		MaxNodeExecutions: 1000,
-		DatabaseMaxConns:  10,
-		LogLevel:          "info",
-		LogFormat:         "text",
-		TemporalLogLevel:  "error",
-	}
+	cfg := reconciler.DefaultConfig()
+	cfg.DatabaseURL = db.URL
+	cfg.TemporalAddress = testenv.TemporalAddress(t)
+	cfg.PollInterval = 10 * time.Second
+	cfg.HeartbeatInterval = time.Second
+	cfg.Concurrency = 8
+	cfg.WorkerStopTimeout = 5 * time.Second
+	cfg.ShutdownTimeout = 20 * time.Second
+	cfg.MaxNodeExecutions = 1000
+	cfg.HTTPAllowPrivate = true
+	cfg.ComponentTimeout = 2 * time.Second
+	cfg.TemporalLogLevel = "error"
+	return cfg
 }
 
 func startService(t testing.TB, db *testenv.DB, modify ...func(*reconciler.Config)) *service {

@@ -18,23 +18,23 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/flowbuilder/reconciler/db"
+	"github.com/flowbuilder/reconciler/reconciler/egress"
 )
 
 // Reconciler runs one Temporal worker per project whose desired_status is running.
 // See doc.go for the model.
 type Reconciler struct {
-	cfg      Config
-	pool     *pgxpool.Pool
-	q        *db.Queries
-	temporal client.Client
-	log      *slog.Logger
-	host     string
-	pid      string
+	cfg    Config
+	pool   *pgxpool.Pool
+	q      *db.Queries
+	shared *shared
+	log    *slog.Logger
+	host   string
+	pid    string
 
 	queue   *queue
 	backoff *backoff
 	rows    *rowWriter
-	defs    *definitionCache
 
 	mu      sync.Mutex
 	workers map[uuid.UUID]*projectWorker
@@ -53,18 +53,27 @@ func New(cfg Config, pool *pgxpool.Pool, tc client.Client, log *slog.Logger) *Re
 	pid := strconv.Itoa(os.Getpid())
 	q := db.New(pool)
 	return &Reconciler{
-		cfg:      cfg,
-		pool:     pool,
-		q:        q,
-		temporal: tc,
-		log:      log,
-		host:     host,
-		pid:      pid,
-		queue:    newQueue(),
-		backoff:  newBackoff(time.Second, 5*time.Minute),
-		rows:     newRowWriter(q, host, pid, log),
-		defs:     newDefinitionCache(1024),
-		workers:  map[uuid.UUID]*projectWorker{},
+		cfg:  cfg,
+		pool: pool,
+		q:    q,
+		shared: &shared{
+			temporal: tc,
+			cfg:      cfg,
+			defs:     newDefinitionCache(1024),
+			http: egress.New(egress.Options{
+				AllowPrivate:     cfg.HTTPAllowPrivate,
+				MaxResponseBytes: cfg.HTTPMaxResponseBytes,
+				DefaultTimeout:   cfg.HTTPTimeout,
+			}),
+			limits: cfg.componentLimits(),
+		},
+		log:     log,
+		host:    host,
+		pid:     pid,
+		queue:   newQueue(),
+		backoff: newBackoff(time.Second, 5*time.Minute),
+		rows:    newRowWriter(q, host, pid, log),
+		workers: map[uuid.UUID]*projectWorker{},
 	}
 }
 
@@ -245,7 +254,7 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 
 	workerID := r.newWorkerID()
 	log = log.With("worker_id", workerID, "generation", b.Generation)
-	pw := newProjectWorker(r.temporal, r.cfg, id, workerID, b.TaskQueueName, opts, r.defs,
+	pw := newProjectWorker(r.shared, id, workerID, b.TaskQueueName, opts,
 		r.log.With("project_id", id, "worker_id", workerID), func(err error) { r.fatal(id, workerID, err) })
 	pw.served.Store(set)
 	pw.generation = b.Generation

@@ -1,7 +1,6 @@
 package reconciler
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -18,6 +17,8 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/flowbuilder/reconciler/reconciler/component"
+	"github.com/flowbuilder/reconciler/reconciler/egress"
 	"github.com/flowbuilder/reconciler/reconciler/flow"
 )
 
@@ -31,8 +32,7 @@ type projectWorker struct {
 	options   workerOptions
 	startedAt time.Time
 	log       *slog.Logger
-	maxSteps  int
-	defs      *definitionCache
+	shared    *shared
 
 	w      worker.Worker
 	served atomic.Pointer[servedSet]
@@ -44,12 +44,29 @@ type projectWorker struct {
 	restarts   int
 }
 
+// shared is what every project's worker uses: one Temporal client, the pinned
+// definition cache, the guarded HTTP client and the component limits. None of it
+// carries state from one project to another.
+type shared struct {
+	temporal client.Client
+	cfg      Config
+	defs     *definitionCache
+	http     *egress.Client
+	limits   component.Limits
+}
+
 // servedSet is what a worker serves at one generation.
 type servedSet struct {
-	generation int64
-	workflows  map[string]*servedWorkflow
-	errors     map[string]string // workflow name -> why it is not served
-	components []string
+	generation      int64
+	workflows       map[string]*servedWorkflow
+	errors          map[string]string // workflow name -> why it is not served
+	components      map[string]*servedComponent
+	componentErrors map[string]string // component name -> why it cannot run
+}
+
+type servedComponent struct {
+	program *component.Program // nil when the code does not compile
+	err     error
 }
 
 type servedWorkflow struct {
@@ -69,8 +86,9 @@ type pinned struct {
 	MaxSteps   int    `json:"max_steps"`
 }
 
-func newProjectWorker(tc client.Client, cfg Config, project uuid.UUID, workerID, taskQueue string,
-	opts workerOptions, defs *definitionCache, log *slog.Logger, onFatal func(error)) *projectWorker {
+func newProjectWorker(sh *shared, project uuid.UUID, workerID, taskQueue string,
+	opts workerOptions, log *slog.Logger, onFatal func(error)) *projectWorker {
+	cfg := sh.cfg
 	pw := &projectWorker{
 		project:   project,
 		id:        workerID,
@@ -78,8 +96,7 @@ func newProjectWorker(tc client.Client, cfg Config, project uuid.UUID, workerID,
 		options:   opts,
 		startedAt: time.Now(),
 		log:       log,
-		maxSteps:  cfg.MaxNodeExecutions,
-		defs:      defs,
+		shared:    sh,
 	}
 	wo := worker.Options{
 		Identity:                                workerID,
@@ -91,7 +108,7 @@ func newProjectWorker(tc client.Client, cfg Config, project uuid.UUID, workerID,
 		WorkerStopTimeout:                       cfg.WorkerStopTimeout,
 		OnFatalError:                            onFatal,
 	}
-	pw.w = worker.New(tc, taskQueue, wo)
+	pw.w = worker.New(sh.temporal, taskQueue, wo)
 	pw.w.RegisterDynamicWorkflow(pw.runWorkflow, workflow.DynamicRegisterOptions{})
 	pw.w.RegisterDynamicActivity(pw.runActivity, activity.DynamicRegisterOptions{})
 	return pw
@@ -117,7 +134,7 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
 		set := pw.served.Load()
 		if sw := set.workflows[name]; sw != nil {
-			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.maxSteps}
+			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions}
 		}
 		return pinned{}
 	}).Get(&pin)
@@ -163,29 +180,7 @@ func (pw *projectWorker) definition(pin pinned) (*flow.Definition, error) {
 			return sw.def, nil
 		}
 	}
-	return pw.defs.get(pin.CompiledID, pin.Code)
-}
-
-// runActivity is the dynamic activity: built-in activities and the project's components.
-func (pw *projectWorker) runActivity(ctx context.Context, args converter.EncodedValues) (any, error) {
-	info := activity.GetInfo(ctx)
-	name := info.ActivityType.Name
-	var input any
-	if args.HasValues() {
-		if err := args.Get(&input); err != nil {
-			return nil, temporal.NewNonRetryableApplicationError(
-				fmt.Sprintf("activity %s: input is not JSON: %s", name, err), "InvalidInput", nil)
-		}
-	}
-	switch name {
-	case "echo":
-		return input, nil
-	case "log":
-		pw.log.Info("workflow log", "workflow_id", info.WorkflowExecution.ID, "workflow_type", info.WorkflowType.Name, "message", input)
-		return nil, nil
-	}
-	return nil, temporal.NewNonRetryableApplicationError(
-		fmt.Sprintf("unknown activity %q: not built in and not an active component of this project", name), "UnknownActivity", nil)
+	return pw.shared.defs.get(pin.CompiledID, pin.Code)
 }
 
 // metadata is what workflow_workers.metadata says about this worker's served set.
@@ -199,7 +194,10 @@ func (s *servedSet) metadata() map[string]any {
 		md["workflow_errors"] = s.errors
 	}
 	if len(s.components) > 0 {
-		md["components"] = s.components
+		md["components"] = sortedKeys(s.components)
+	}
+	if len(s.componentErrors) > 0 {
+		md["component_errors"] = s.componentErrors
 	}
 	return md
 }
@@ -229,10 +227,21 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 	if err := json.Unmarshal(componentsJSON, &comps); err != nil {
 		return nil, fmt.Errorf("decode components: %w", err)
 	}
-	set := &servedSet{generation: generation, workflows: map[string]*servedWorkflow{}, errors: map[string]string{}}
-	activities := map[string]bool{"echo": true, "log": true}
+	set := &servedSet{generation: generation, workflows: map[string]*servedWorkflow{}, errors: map[string]string{},
+		components: map[string]*servedComponent{}, componentErrors: map[string]string{}}
+	activities := map[string]bool{}
+	for name := range builtinActivities {
+		activities[name] = true
+	}
 	for _, c := range comps {
-		set.components = append(set.components, c.Name)
+		// A component that does not compile stays callable: its calls fail with the
+		// syntax error, where the workflow's author sees it.
+		activities[c.Name] = true
+		prog, err := component.Compile(c.Name, c.Code)
+		if err != nil {
+			set.componentErrors[c.Name] = err.Error()
+		}
+		set.components[c.Name] = &servedComponent{program: prog, err: err}
 	}
 	active := map[string]bool{}
 	for _, wf := range wfs {

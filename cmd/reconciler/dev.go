@@ -26,6 +26,9 @@ const demoQueue = "demo-greeting-queue"
 // PostgreSQL and Temporal dev server when none is configured, and a demo project.
 func dev(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
 	log := cfg.NewLogger()
+	if _, set := os.LookupEnv("RECONCILER_HTTP_ALLOW_PRIVATE"); !set {
+		cfg.HTTPAllowPrivate = true // local development talks to local services
+	}
 	if cfg.DatabaseURL == "" {
 		began := time.Now()
 		pg, err := devenv.StartPostgres(ctx)

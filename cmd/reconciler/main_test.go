@@ -3,10 +3,8 @@ package main_test
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -17,27 +15,11 @@ import (
 	"github.com/flowbuilder/reconciler/internal/testenv"
 )
 
-var binary string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "reconciler-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "reconciler")
-	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build reconciler: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	defer os.RemoveAll(dir)
-	testenv.Main(m)
-}
+func TestMain(m *testing.M) { testenv.Main(m) }
 
 // command runs the binary with exactly env (plus PATH and HOME).
-func command(ctx context.Context, env []string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, binary, args...)
+func command(t *testing.T, ctx context.Context, env []string, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, testenv.Binary(t), args...)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, env...)
 	return cmd
 }
@@ -67,7 +49,7 @@ func TestInvalidConfigurationExitsNonZeroNamingTheVariable(t *testing.T) {
 	}
 	for _, c := range cases {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		out, err := command(ctx, c.env, "run").CombinedOutput()
+		out, err := command(t, ctx, c.env, "run").CombinedOutput()
 		cancel()
 		if code := exitCode(err); code == 0 || code == -1 {
 			t.Errorf("%v: exit code %d, want a non-zero exit (output %q)", c.env, code, out)
@@ -90,7 +72,7 @@ func TestMigrateCommand(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		out, err := command(ctx, []string{"DATABASE_URL=" + d.URL}, append([]string{"migrate"}, args...)...).CombinedOutput()
+		out, err := command(t, ctx, []string{"DATABASE_URL=" + d.URL}, append([]string{"migrate"}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("migrate %v: %v\n%s", args, err, out)
 		}
@@ -112,7 +94,7 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := command(ctx, []string{"DATABASE_URL=" + d.URL}, "migrate", "down", "zero").CombinedOutput()
+	out, err := command(t, ctx, []string{"DATABASE_URL=" + d.URL}, "migrate", "down", "zero").CombinedOutput()
 	if exitCode(err) != 2 || !strings.Contains(string(out), "positive number") {
 		t.Errorf("migrate down zero: exit %d, %q", exitCode(err), out)
 	}
@@ -128,7 +110,7 @@ func TestDevRunsTheDemo(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := command(ctx, []string{"RECONCILER_TEMPORAL_CLI=" + cli})
+	cmd := command(t, ctx, []string{"RECONCILER_TEMPORAL_CLI=" + cli})
 	cmd.Args = append(cmd.Args, "dev")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {

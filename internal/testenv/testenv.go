@@ -64,6 +64,9 @@ func run(m *testing.M) int {
 	if temporal != nil {
 		temporal.Close()
 	}
+	if binaryDir != "" {
+		os.RemoveAll(binaryDir)
+	}
 	pg.Close()
 	if code == 0 {
 		if err := goleak.Find(leakOptions()...); err != nil {

@@ -15,8 +15,10 @@ const StateQuery = "state"
 
 // Failure types of runs that end for reasons of the definition or its data.
 const (
-	FailureWorkflow   = "WorkflowFailed"  // a fail node
-	FailureExpression = "ExpressionError" // a template or condition could not be evaluated
+	FailureWorkflow   = "WorkflowFailed"      // a fail node
+	FailureExpression = "ExpressionError"     // a template or condition could not be evaluated
+	FailureActivity   = "ActivityFailed"      // an activity node failed after its retries
+	FailureChild      = "ChildWorkflowFailed" // a child_workflow node's run failed
 )
 
 // State is the answer to the state query: the nodes run so far, in order (a node in a
@@ -157,7 +159,7 @@ func (r *run) exec(ctx workflow.Context, n *Node) (out any, next string, err err
 			RetryPolicy:         retryPolicy(n.Retry),
 		})
 		if err := workflow.ExecuteActivity(actx, n.Activity, input).Get(actx, &out); err != nil {
-			return nil, "", fmt.Errorf("node %q: activity %s: %w", n.ID, n.Activity, err)
+			return nil, "", nodeFailed(n, FailureActivity, "activity "+n.Activity, err)
 		}
 		return out, n.Next, nil
 
@@ -220,7 +222,7 @@ func (r *run) exec(ctx workflow.Context, n *Node) (out any, next string, err err
 		}
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{})
 		if err := workflow.ExecuteChildWorkflow(cctx, n.Workflow, input).Get(cctx, &out); err != nil {
-			return nil, "", fmt.Errorf("node %q: child workflow %s: %w", n.ID, n.Workflow, err)
+			return nil, "", nodeFailed(n, FailureChild, "child workflow "+n.Workflow, err)
 		}
 		return out, n.Next, nil
 
@@ -299,6 +301,15 @@ func (r *run) duration(n *Node, field string, t *Template) (time.Duration, error
 		}
 	}
 	return 0, expressionError(n, field, fmt.Errorf("%s is not a duration (like \"30s\") or a number of seconds", strconv.Quote(text(v))))
+}
+
+// nodeFailed ends the run because a node's activity or child failed (after its
+// retries); the cause keeps the original failure. A cancellation stays a cancellation.
+func nodeFailed(n *Node, typ, what string, err error) error {
+	if temporal.IsCanceledError(err) {
+		return err
+	}
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("node %q: %s failed", n.ID, what), typ, err)
 }
 
 func expressionError(n *Node, field string, err error) error {

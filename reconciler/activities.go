@@ -1,0 +1,117 @@
+package reconciler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"go.temporal.io/sdk/activity"
+	"go.temporal.io/sdk/converter"
+	"go.temporal.io/sdk/temporal"
+
+	"github.com/flowbuilder/reconciler/reconciler/component"
+	"github.com/flowbuilder/reconciler/reconciler/egress"
+)
+
+// Failure types of the built-in activities.
+const (
+	failureUnknownActivity = "UnknownActivity"
+	failureInvalidInput    = "InvalidInput"
+	failureEgressDenied    = "EgressDenied"
+	failureHTTPRequest     = "HTTPRequestFailed"
+)
+
+// builtinActivities are available to every project; components cannot take their names.
+var builtinActivities = map[string]func(pw *projectWorker, ctx context.Context, input any) (any, error){
+	"echo": func(_ *projectWorker, _ context.Context, input any) (any, error) { return input, nil },
+	"log": func(pw *projectWorker, ctx context.Context, input any) (any, error) {
+		info := activity.GetInfo(ctx)
+		pw.log.Info("workflow log", "workflow_id", info.WorkflowExecution.ID, "workflow_type", info.WorkflowType.Name, "message", input)
+		return nil, nil
+	},
+	"http.request": (*projectWorker).httpRequest,
+}
+
+// runActivity is the dynamic activity: every activity of the project lands here and is
+// resolved to a built-in or to a component of the served set.
+func (pw *projectWorker) runActivity(ctx context.Context, args converter.EncodedValues) (any, error) {
+	name := activity.GetInfo(ctx).ActivityType.Name
+	var input any
+	if args.HasValues() {
+		if err := args.Get(&input); err != nil {
+			return nil, temporal.NewNonRetryableApplicationError(
+				fmt.Sprintf("activity %s: input is not JSON: %s", name, err), failureInvalidInput, nil)
+		}
+	}
+	if fn, ok := builtinActivities[name]; ok {
+		return fn(pw, ctx, input)
+	}
+	if c, ok := pw.served.Load().components[name]; ok {
+		return pw.callComponent(ctx, name, c, input)
+	}
+	return nil, temporal.NewNonRetryableApplicationError(
+		fmt.Sprintf("unknown activity %q: not built in and not an active component of this project", name), failureUnknownActivity, nil)
+}
+
+func (pw *projectWorker) callComponent(ctx context.Context, name string, c *servedComponent, input any) (any, error) {
+	if c.err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(c.err.Error(), component.FailureInvalid, nil)
+	}
+	info := activity.GetInfo(ctx)
+	log := pw.log.With("component", name, "workflow_id", info.WorkflowExecution.ID, "attempt", info.Attempt)
+	out, err := c.program.Call(ctx, input, pw.shared.limits, func(level, msg string) {
+		switch level {
+		case "error":
+			log.Error("component console", "message", msg)
+		case "warn":
+			log.Warn("component console", "message", msg)
+		case "debug":
+			log.Debug("component console", "message", msg)
+		default:
+			log.Info("component console", "message", msg)
+		}
+	})
+	if err == nil {
+		return out, nil
+	}
+	var ce *component.Error
+	if errors.As(err, &ce) {
+		var details []any
+		if ce.Stack != "" {
+			details = append(details, map[string]string{"stack": ce.Stack})
+		}
+		return nil, temporal.NewApplicationErrorWithOptions(ce.Message, ce.Type, temporal.ApplicationErrorOptions{
+			NonRetryable: !ce.Retryable,
+			Details:      details,
+		})
+	}
+	return nil, err
+}
+
+// httpRequest is the http.request activity: input {method, url, headers, body,
+// timeout}, output {status, headers, body}.
+func (pw *projectWorker) httpRequest(ctx context.Context, input any) (any, error) {
+	var req egress.Request
+	raw, err := json.Marshal(input)
+	if err == nil {
+		err = json.Unmarshal(raw, &req)
+	}
+	if err != nil {
+		return nil, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("http.request: input must be {method, url, headers, body, timeout}: %s", err), failureInvalidInput, nil)
+	}
+	resp, err := pw.shared.http.Do(ctx, req)
+	if err == nil {
+		return resp, nil
+	}
+	var denied *egress.DeniedError
+	var bad *egress.InputError
+	switch {
+	case errors.As(err, &denied):
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), failureEgressDenied, nil)
+	case errors.As(err, &bad):
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), failureInvalidInput, nil)
+	}
+	return nil, temporal.NewApplicationError(err.Error(), failureHTTPRequest)
+}
