@@ -198,6 +198,8 @@ func TestBadInputGetsAClearError(t *testing.T) {
 		{"workflow status outside the allowed values", `UPDATE workflows SET status = 'live' WHERE id = $1`, []any{wf}, "workflows_status_check"},
 		{"unknown worker option", `UPDATE projects SET worker_options = '{"max_activities": 5}' WHERE id = $1`, []any{project}, `unknown key "max_activities"`},
 		{"worker option of the wrong type", `UPDATE projects SET worker_options = '{"max_concurrent_activities": "5"}' WHERE id = $1`, []any{project}, "must be an integer between 1 and 10000"},
+		{"one workflow poller", `UPDATE projects SET worker_options = '{"workflow_task_pollers": 1}' WHERE id = $1`, []any{project}, "must be at least 2"},
+		{"reserved task queue prefix", `UPDATE projects SET task_queue_name = '/_sys/x' WHERE id = $1`, []any{project}, "projects_task_queue_name_check"},
 		{"worker options not an object", `UPDATE projects SET worker_options = '[1]' WHERE id = $1`, []any{project}, "must be a JSON object"},
 		{"invalid JSON", `INSERT INTO compiled_workflows (workflow_id, workflow_code) VALUES ($1, '{"version": 1,')`, []any{wf}, "workflow_code is not valid JSON"},
 		{"JSON that is not an object", `INSERT INTO compiled_workflows (workflow_id, workflow_code) VALUES ($1, '[1, 2]')`, []any{wf}, "must be a JSON object"},

@@ -12,6 +12,31 @@ import (
 	"github.com/google/uuid"
 )
 
+const closeOrphanedWorkers = `-- name: CloseOrphanedWorkers :execrows
+UPDATE workflow_workers ww
+SET status     = CASE WHEN ww.status = 'stopping' THEN 'stopped' ELSE 'failed' END,
+    stopped_at = now(),
+    metadata   = ww.metadata || jsonb_build_object('error', o.reason, 'orphaned', true)
+FROM (SELECT unnest($1::text[]) AS worker_id, unnest($2::text[]) AS reason) o
+WHERE ww.worker_id = o.worker_id
+  AND ww.status IN ('starting', 'running', 'stopping')
+`
+
+type CloseOrphanedWorkersParams struct {
+	WorkerIds []string `json:"worker_ids"`
+	Reasons   []string `json:"reasons"`
+}
+
+// Closes rows whose process is gone: a row that was stopping is stopped, any other is
+// failed, with the reason in metadata.error. Never touches a row that moved on since.
+func (q *Queries) CloseOrphanedWorkers(ctx context.Context, arg CloseOrphanedWorkersParams) (int64, error) {
+	result, err := q.db.Exec(ctx, closeOrphanedWorkers, arg.WorkerIds, arg.Reasons)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
 const getLatestWorker = `-- name: GetLatestWorker :one
 SELECT id, worker_id, project_id, task_queue_name, status, host, process_id,
        started_at, stopped_at, last_heartbeat, generation, metadata
@@ -51,6 +76,70 @@ WHERE worker_id = ANY($1::text[])
 // One statement per interval for all of this process's live workers.
 func (q *Queries) HeartbeatWorkers(ctx context.Context, workerIds []string) (int64, error) {
 	result, err := q.db.Exec(ctx, heartbeatWorkers, workerIds)
+	if err != nil {
+		return 0, err
+	}
+	return result.RowsAffected(), nil
+}
+
+const listLiveWorkers = `-- name: ListLiveWorkers :many
+SELECT worker_id, coalesce(host, '')::text AS host, coalesce(process_id, '')::text AS process_id,
+       coalesce(metadata->>'instance', '')::text AS instance,
+       coalesce(last_heartbeat, started_at) AS seen_at
+FROM workflow_workers
+WHERE status IN ('starting', 'running', 'stopping')
+`
+
+type ListLiveWorkersRow struct {
+	WorkerID  string    `json:"worker_id"`
+	Host      string    `json:"host"`
+	ProcessID string    `json:"process_id"`
+	Instance  string    `json:"instance"`
+	SeenAt    time.Time `json:"seen_at"`
+}
+
+// Rows that claim a live worker, for the start-up and periodic orphan check.
+func (q *Queries) ListLiveWorkers(ctx context.Context) ([]ListLiveWorkersRow, error) {
+	rows, err := q.db.Query(ctx, listLiveWorkers)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ListLiveWorkersRow
+	for rows.Next() {
+		var i ListLiveWorkersRow
+		if err := rows.Scan(
+			&i.WorkerID,
+			&i.Host,
+			&i.ProcessID,
+			&i.Instance,
+			&i.SeenAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}
+
+const pruneWorkers = `-- name: PruneWorkers :execrows
+DELETE FROM workflow_workers ww
+WHERE ww.status IN ('stopped', 'failed')
+  AND ww.stopped_at < now() - make_interval(secs => $1::float8)
+  AND ww.id <> coalesce((
+      SELECT latest.id FROM workflow_workers latest
+      WHERE latest.project_id = ww.project_id
+      ORDER BY latest.started_at DESC, latest.id DESC
+      LIMIT 1), '00000000-0000-0000-0000-000000000000'::uuid)
+`
+
+// Deletes stopped and failed rows older than the retention, keeping each project's
+// newest row (its current state).
+func (q *Queries) PruneWorkers(ctx context.Context, retentionSeconds float64) (int64, error) {
+	result, err := q.db.Exec(ctx, pruneWorkers, retentionSeconds)
 	if err != nil {
 		return 0, err
 	}

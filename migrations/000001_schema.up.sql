@@ -14,7 +14,7 @@ CREATE TABLE projects (
     updated_at      timestamptz NOT NULL DEFAULT now(),
     CONSTRAINT projects_task_queue_name_key UNIQUE (task_queue_name),
     CONSTRAINT projects_desired_status_check CHECK (desired_status IN ('running', 'stopped')),
-    CONSTRAINT projects_task_queue_name_check CHECK (task_queue_name ~ '^[^[:space:]]{1,255}$'),
+    CONSTRAINT projects_task_queue_name_check CHECK (task_queue_name ~ '^[^[:space:]]{1,255}$' AND task_queue_name NOT LIKE '/\_sys/%'),
     CONSTRAINT projects_generation_check CHECK (generation >= 1),
     CONSTRAINT projects_worker_options_check CHECK (jsonb_typeof(worker_options) = 'object')
 );

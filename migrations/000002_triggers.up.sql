@@ -45,6 +45,11 @@ BEGIN
             RAISE EXCEPTION 'projects.worker_options.% must be an integer between 1 and 10000, got %', k, v
                 USING ERRCODE = 'check_violation';
         END IF;
+        -- The Temporal SDK needs two workflow-task slots and pollers (one is sticky).
+        IF k IN ('max_concurrent_workflow_tasks', 'workflow_task_pollers') AND v::numeric < 2 THEN
+            RAISE EXCEPTION 'projects.worker_options.% must be at least 2 (the worker keeps a sticky poll), got %', k, v
+                USING ERRCODE = 'check_violation';
+        END IF;
     END LOOP;
 END;
 $$;

@@ -45,6 +45,25 @@ type Config struct {
 	// DatabaseMaxConns bounds the service's connection pool (the listener has its own).
 	DatabaseMaxConns int32 `envconfig:"RECONCILER_DATABASE_MAX_CONNS"`
 
+	// BackoffBase, BackoffMax: a failing project is retried after BackoffBase, doubling
+	// up to BackoffMax (jittered); after BackoffResetAfter without failure it starts over.
+	BackoffBase       time.Duration `envconfig:"RECONCILER_BACKOFF_BASE"`
+	BackoffMax        time.Duration `envconfig:"RECONCILER_BACKOFF_MAX"`
+	BackoffResetAfter time.Duration `envconfig:"RECONCILER_BACKOFF_RESET_AFTER"`
+	// PollFailureThreshold is how long a worker's polls may fail before its row shows
+	// it (outage) or it is restarted (an error retrying cannot fix).
+	PollFailureThreshold time.Duration `envconfig:"RECONCILER_POLL_FAILURE_THRESHOLD"`
+	// ListenerPingInterval is how often the listener proves it still receives
+	// notifications (a NOTIFY to itself); ListenerPingTimeout how long it may take.
+	ListenerPingInterval time.Duration `envconfig:"RECONCILER_LISTENER_PING_INTERVAL"`
+	ListenerPingTimeout  time.Duration `envconfig:"RECONCILER_LISTENER_PING_TIMEOUT"`
+	// StaleAfter: a live row of another host whose heartbeat is older is closed as
+	// orphaned (its process is gone).
+	StaleAfter time.Duration `envconfig:"RECONCILER_STALE_AFTER"`
+	// RowRetention is how long stopped and failed rows are kept (each project's newest
+	// row is always kept).
+	RowRetention time.Duration `envconfig:"RECONCILER_ROW_RETENTION"`
+
 	// HTTPAllowPrivate lets http.request reach loopback, private and link-local
 	// addresses (refused by default: workflows run user code).
 	HTTPAllowPrivate bool `envconfig:"RECONCILER_HTTP_ALLOW_PRIVATE"`
@@ -79,6 +98,14 @@ func DefaultConfig() Config {
 		ActivityPollers:      2,
 		MaxNodeExecutions:    10000,
 		DatabaseMaxConns:     10,
+		BackoffBase:          time.Second,
+		BackoffMax:           5 * time.Minute,
+		BackoffResetAfter:    10 * time.Minute,
+		PollFailureThreshold: 15 * time.Second,
+		ListenerPingInterval: 15 * time.Second,
+		ListenerPingTimeout:  5 * time.Second,
+		StaleAfter:           time.Minute,
+		RowRetention:         7 * 24 * time.Hour,
 		HTTPMaxResponseBytes: 5 << 20,
 		HTTPTimeout:          30 * time.Second,
 		ComponentTimeout:     10 * time.Second,
@@ -143,6 +170,18 @@ func (c Config) Validate() error {
 	if c.DatabaseMaxConns < 2 {
 		bad("RECONCILER_DATABASE_MAX_CONNS", "must be at least 2, got %d", c.DatabaseMaxConns)
 	}
+	positive("RECONCILER_BACKOFF_BASE", c.BackoffBase)
+	positive("RECONCILER_BACKOFF_RESET_AFTER", c.BackoffResetAfter)
+	if c.BackoffMax < c.BackoffBase {
+		bad("RECONCILER_BACKOFF_MAX", "must be at least RECONCILER_BACKOFF_BASE (%s), got %s", c.BackoffBase, c.BackoffMax)
+	}
+	positive("RECONCILER_POLL_FAILURE_THRESHOLD", c.PollFailureThreshold)
+	positive("RECONCILER_LISTENER_PING_INTERVAL", c.ListenerPingInterval)
+	positive("RECONCILER_LISTENER_PING_TIMEOUT", c.ListenerPingTimeout)
+	if c.StaleAfter < 2*c.HeartbeatInterval {
+		bad("RECONCILER_STALE_AFTER", "must be at least twice RECONCILER_HEARTBEAT_INTERVAL (%s), got %s", 2*c.HeartbeatInterval, c.StaleAfter)
+	}
+	positive("RECONCILER_ROW_RETENTION", c.RowRetention)
 	if c.HTTPMaxResponseBytes < 1 {
 		bad("RECONCILER_HTTP_MAX_RESPONSE_BYTES", "must be positive, got %d", c.HTTPMaxResponseBytes)
 	}

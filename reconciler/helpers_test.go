@@ -39,6 +39,10 @@ func testConfig(t testing.TB, db *testenv.DB) reconciler.Config {
 	cfg.HTTPAllowPrivate = true
 	cfg.ComponentTimeout = 2 * time.Second
 	cfg.TemporalLogLevel = "error"
+	cfg.PollFailureThreshold = time.Second
+	cfg.ListenerPingInterval = time.Second
+	cfg.ListenerPingTimeout = 2 * time.Second
+	cfg.StaleAfter = 5 * time.Second
 	return cfg
 }
 
@@ -56,18 +60,16 @@ func startService(t testing.TB, db *testenv.DB, modify ...func(*reconciler.Confi
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, err := reconciler.NewTemporalClient(cfg, log)
+	r, err := reconciler.New(cfg, pool, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := reconciler.New(cfg, pool, tc, log)
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	s := &service{Reconciler: r, cfg: cfg, db: db, pool: db.Pool}
 	t.Cleanup(func() {
 		r.Stop()
-		tc.Close()
 		pool.Close()
 	})
 	return s

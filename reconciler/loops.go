@@ -5,40 +5,158 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgxlisten"
+	"go.temporal.io/sdk/client"
+
+	"github.com/flowbuilder/reconciler/db"
 )
 
-// NotifyChannel is the channel the projects trigger notifies, with the project id as payload.
+// NotifyChannel is the channel the projects trigger notifies, with the project id as
+// payload. The listener also sends itself "ping:<instance>" there to prove it is alive.
 const NotifyChannel = "reconciler_projects"
 
+const pingPrefix = "ping:"
+
 // listen marks projects dirty as their notifications arrive. Every (re)connect runs a
-// full resync first, because notifications sent while disconnected are lost.
+// full resync first, because notifications sent while disconnected are lost. A
+// connection that stops delivering (no ping comes back) is closed and replaced;
+// reconnects back off with jitter.
 func (r *Reconciler) listen(ctx context.Context) {
+	var (
+		mu          sync.Mutex
+		current     *pgx.Conn
+		attempts    int
+		connectedAt time.Time
+	)
 	l := &pgxlisten.Listener{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
-			return pgx.ConnectConfig(ctx, r.pool.Config().ConnConfig)
+			mu.Lock()
+			if !connectedAt.IsZero() && time.Since(connectedAt) > 30*time.Second {
+				attempts = 0 // the last connection was healthy for a while
+			}
+			delay := listenerDelay(attempts)
+			attempts++
+			mu.Unlock()
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(delay):
+			}
+			cfg := r.pool.Config().ConnConfig.Copy()
+			cfg.RuntimeParams["application_name"] = "reconciler-listener"
+			conn, err := pgx.ConnectConfig(ctx, cfg)
+			if err != nil {
+				return nil, err
+			}
+			mu.Lock()
+			current, connectedAt = conn, time.Now()
+			mu.Unlock()
+			r.listenerUp.Store(true)
+			return conn, nil
 		},
 		LogError: func(ctx context.Context, err error) {
+			r.listenerUp.Store(false)
 			if ctx.Err() == nil {
 				r.log.Warn("listener", "error", err)
 			}
 		},
-		ReconnectDelay: time.Second,
+		ReconnectDelay: -1, // Connect backs off itself
 	}
 	l.Handle(NotifyChannel, listenHandler{r})
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		r.pingListener(ctx, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if current != nil {
+				// Closing the socket ends WaitForNotification; Listen reconnects.
+				_ = current.PgConn().Conn().Close()
+			}
+		})
+	}()
 	if err := l.Listen(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		r.log.Error("listener stopped", "error", err)
 	}
+	r.listenerUp.Store(false)
+	wg.Wait()
+}
+
+// listenerDelay is the wait before the n-th reconnect in a row: none for the first
+// connection, then 250 ms doubling to 10 s, jittered.
+func listenerDelay(n int) time.Duration {
+	if n == 0 {
+		return 0
+	}
+	d := 250 * time.Millisecond
+	for i := 1; i < n && d < 10*time.Second; i++ {
+		d *= 2
+	}
+	d = min(d, 10*time.Second)
+	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+}
+
+// pingListener sends a notification to itself every ListenerPingInterval and calls
+// kill when it does not arrive within ListenerPingTimeout.
+func (r *Reconciler) pingListener(ctx context.Context, kill func()) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(r.cfg.ListenerPingInterval)):
+		}
+		if !r.listenerUp.Load() {
+			continue // reconnecting already
+		}
+		sent := time.Now()
+		pctx, cancel := context.WithTimeout(ctx, r.cfg.ListenerPingTimeout)
+		_, err := r.pool.Exec(pctx, "SELECT pg_notify($1, $2)", NotifyChannel, pingPrefix+r.instance)
+		cancel()
+		if err != nil {
+			continue // the database is unreachable: the listener finds out by itself
+		}
+		if !r.pingArrives(ctx, sent) {
+			r.log.Warn("listener missed its own ping; reconnecting", "waited", r.cfg.ListenerPingTimeout)
+			r.listenerUp.Store(false)
+			kill()
+		}
+	}
+}
+
+// pingArrives waits up to ListenerPingTimeout for a ping notification received after sent.
+func (r *Reconciler) pingArrives(ctx context.Context, sent time.Time) bool {
+	deadline := time.Now().Add(r.cfg.ListenerPingTimeout)
+	for r.lastPing.Load() < sent.UnixNano() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return true
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 type listenHandler struct{ r *Reconciler }
 
 func (h listenHandler) HandleNotification(_ context.Context, n *pgconn.Notification, _ *pgx.Conn) error {
+	if strings.HasPrefix(n.Payload, pingPrefix) {
+		h.r.lastPing.Store(time.Now().UnixNano()) // anyone's ping proves the connection delivers
+		return nil
+	}
 	id, err := uuid.Parse(n.Payload)
 	if err != nil {
 		return fmt.Errorf("notification payload %q is not a project id", n.Payload)
@@ -85,23 +203,21 @@ func (r *Reconciler) resync(ctx context.Context) error {
 		if running == a.Exists && (!running || a.Generation == s.Generation) {
 			continue
 		}
-		if _, waiting := r.queue.Pending(s.ID); waiting && r.backoff.Failures(s.ID) > 0 {
+		if r.failures.Waiting(s.ID) {
 			continue // a retry is already scheduled: do not defeat its backoff
 		}
 		r.queue.Add(s.ID)
 	}
-	r.mu.Lock()
-	for id := range r.workers {
-		if !seen[id] {
-			r.queue.Add(id) // deleted while we were not listening
+	for _, pw := range r.liveWorkers() {
+		if !seen[pw.project] {
+			r.queue.Add(pw.project) // deleted while we were not listening
 		}
 	}
-	r.mu.Unlock()
 	return nil
 }
 
 // heartbeat refreshes last_heartbeat of every live worker of this process with one
-// statement per interval.
+// statement per interval, then checks that each worker can poll.
 func (r *Reconciler) heartbeat(ctx context.Context) {
 	ticker := time.NewTicker(r.cfg.HeartbeatInterval)
 	defer ticker.Stop()
@@ -111,16 +227,149 @@ func (r *Reconciler) heartbeat(ctx context.Context) {
 			return
 		case <-ticker.C:
 		}
-		ids := r.liveWorkerIDs()
-		if len(ids) == 0 {
+		r.retryWhenTemporalAnswers(ctx)
+		workers := r.liveWorkers()
+		if len(workers) == 0 {
 			continue
+		}
+		ids := make([]string, len(workers))
+		for i, pw := range workers {
+			ids[i] = pw.id
 		}
 		hctx, cancel := context.WithTimeout(ctx, r.cfg.HeartbeatInterval)
 		if _, err := r.q.HeartbeatWorkers(hctx, ids); err != nil && ctx.Err() == nil {
 			r.log.Warn("heartbeat failed", "error", err, "workers", len(ids))
 		}
 		cancel()
+		r.checkPolls(workers)
 	}
+}
+
+// retryWhenTemporalAnswers brings forward the retries of projects that failed because
+// Temporal was unreachable, as soon as it answers a health check again: recovery after
+// an outage does not wait for backoffs that grew during it.
+func (r *Reconciler) retryWhenTemporalAnswers(ctx context.Context) {
+	waiting := r.failures.WaitingOnTemporal()
+	if len(waiting) == 0 {
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, r.cfg.HeartbeatInterval)
+	defer cancel()
+	if _, err := r.shared.temporal.CheckHealth(hctx, &client.CheckHealthRequest{}); err != nil {
+		return
+	}
+	r.log.Info("Temporal answers again; retrying projects now", "projects", len(waiting))
+	for _, id := range waiting {
+		r.failures.RetryNow(id)
+		r.queue.Add(id)
+	}
+}
+
+// checkPolls acts on what the poll interceptor saw. Polls failing for longer than
+// PollFailureThreshold make the worker failed (it is restarted with backoff) when the
+// error is one retrying will not fix, or when the worker never polled at all; a worker
+// that did poll before shows the outage in its row while the SDK keeps retrying, and
+// the row is cleared when polls work again.
+func (r *Reconciler) checkPolls(workers []*projectWorker) {
+	for _, pw := range workers {
+		st := r.health.state(pw.id)
+		failing := !st.failingSince.IsZero() && time.Since(st.failingSince) >= r.cfg.PollFailureThreshold
+		switch {
+		case failing && st.permanent:
+			r.fatal(pw.project, pw.id, fmt.Errorf("worker cannot poll task queue %s: %s", pw.taskQueue, pollErrorText(st.lastErr)), false)
+		case failing && !st.everOK:
+			r.fatal(pw.project, pw.id, fmt.Errorf("worker never polled task queue %s: %s", pw.taskQueue, pollErrorText(st.lastErr)), transientError(st.lastErr))
+		case failing:
+			if pw.setPollProblem(pollErrorText(st.lastErr), st.failingSince) {
+				r.log.Warn("worker cannot poll", "project_id", pw.project, "worker_id", pw.id, "error", st.lastErr, "since", st.failingSince)
+				r.rows.Put(r.row(pw, statusRunning, nil))
+			}
+		case st.failingSince.IsZero():
+			if pw.setPollProblem("", time.Time{}) {
+				r.log.Info("worker polls again", "project_id", pw.project, "worker_id", pw.id)
+				r.rows.Put(r.row(pw, statusRunning, nil))
+			}
+		}
+	}
+}
+
+// janitor closes rows left open by processes that are gone, and prunes old rows.
+func (r *Reconciler) janitor(ctx context.Context) {
+	var lastPrune time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(jitter(max(r.cfg.StaleAfter/2, time.Second))):
+		}
+		jctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := r.closeOrphans(jctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("orphan check failed", "error", err)
+		}
+		if time.Since(lastPrune) > time.Hour {
+			n, err := r.q.PruneWorkers(jctx, r.cfg.RowRetention.Seconds())
+			if err != nil && ctx.Err() == nil {
+				r.log.Warn("pruning old worker rows failed", "error", err)
+			} else if err == nil {
+				lastPrune = time.Now()
+				if n > 0 {
+					r.log.Info("pruned old worker rows", "rows", n, "retention", r.cfg.RowRetention)
+				}
+			}
+		}
+		cancel()
+	}
+}
+
+// closeOrphans closes live rows whose process is gone: on this host, a process id that
+// no longer runs (or that is now ours, after a restart in a container); on any host, a
+// heartbeat older than StaleAfter. Rows of this process are never touched.
+func (r *Reconciler) closeOrphans(ctx context.Context) error {
+	live, err := r.q.ListLiveWorkers(ctx)
+	if err != nil {
+		return fmt.Errorf("list live worker rows: %w", err)
+	}
+	var ids, reasons []string
+	for _, w := range live {
+		if reason := r.orphaned(w); reason != "" {
+			ids = append(ids, w.WorkerID)
+			reasons = append(reasons, reason)
+		}
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	n, err := r.q.CloseOrphanedWorkers(ctx, db.CloseOrphanedWorkersParams{WorkerIds: ids, Reasons: reasons})
+	if err != nil {
+		return fmt.Errorf("close orphaned worker rows: %w", err)
+	}
+	r.log.Info("closed worker rows of processes that are gone", "rows", n)
+	return nil
+}
+
+// orphaned says why a live row's process is gone, or "" when it may still run.
+func (r *Reconciler) orphaned(w db.ListLiveWorkersRow) string {
+	if w.Instance == r.instance {
+		return ""
+	}
+	who := w.Host + "/" + w.ProcessID
+	if w.Host == r.host {
+		if w.ProcessID == r.pid {
+			return fmt.Sprintf("process %s was restarted (closed by %s/%s at start-up)", who, r.host, r.pid)
+		}
+		if pid, err := strconv.Atoi(w.ProcessID); err == nil && !processAlive(pid) {
+			return fmt.Sprintf("process %s is gone (closed by %s/%s)", who, r.host, r.pid)
+		}
+	}
+	if time.Since(w.SeenAt) > r.cfg.StaleAfter {
+		return fmt.Sprintf("process %s is gone: no heartbeat since %s (closed by %s/%s)", who, w.SeenAt.UTC().Format(time.RFC3339), r.host, r.pid)
+	}
+	return ""
+}
+
+func processAlive(pid int) bool {
+	err := syscall.Kill(pid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
 }
 
 // jitter spreads d over [0.8d, 1.2d).

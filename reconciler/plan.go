@@ -79,15 +79,18 @@ func parseWorkerOptions(raw []byte) (workerOptions, error) {
 	if err := dec.Decode(&o); err != nil {
 		return workerOptions{}, fmt.Errorf("projects.worker_options: %w", err)
 	}
-	for name, v := range map[string]int{
-		"max_concurrent_activities":       o.MaxConcurrentActivities,
-		"max_concurrent_workflow_tasks":   o.MaxConcurrentWorkflowTasks,
-		"max_concurrent_local_activities": o.MaxConcurrentLocalActivities,
-		"workflow_task_pollers":           o.WorkflowTaskPollers,
-		"activity_task_pollers":           o.ActivityTaskPollers,
+	for _, f := range []struct {
+		name     string
+		v, least int
+	}{
+		{"max_concurrent_activities", o.MaxConcurrentActivities, 1},
+		{"max_concurrent_workflow_tasks", o.MaxConcurrentWorkflowTasks, 2},
+		{"max_concurrent_local_activities", o.MaxConcurrentLocalActivities, 1},
+		{"workflow_task_pollers", o.WorkflowTaskPollers, 2},
+		{"activity_task_pollers", o.ActivityTaskPollers, 1},
 	} {
-		if v < 0 || v > 10000 {
-			return workerOptions{}, fmt.Errorf("projects.worker_options.%s must be between 1 and 10000, got %d", name, v)
+		if f.v != 0 && (f.v < f.least || f.v > 10000) {
+			return workerOptions{}, fmt.Errorf("projects.worker_options.%s must be between %d and 10000, got %d", f.name, f.least, f.v)
 		}
 	}
 	return o, nil

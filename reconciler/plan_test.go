@@ -41,7 +41,7 @@ func TestParseWorkerOptions(t *testing.T) {
 	if err != nil || o.MaxConcurrentActivities != 50 || o.WorkflowTaskPollers != 3 {
 		t.Fatalf("got %+v, %v", o, err)
 	}
-	for _, bad := range []string{`{"max_activities": 1}`, `{"max_concurrent_activities": "5"}`, `{"max_concurrent_activities": 1.5}`, `[1]`} {
+	for _, bad := range []string{`{"max_activities": 1}`, `{"max_concurrent_activities": "5"}`, `{"max_concurrent_activities": 1.5}`, `[1]`, `{"workflow_task_pollers": 1}`} {
 		if _, err := parseWorkerOptions([]byte(bad)); err == nil {
 			t.Errorf("%s accepted", bad)
 		}
@@ -96,17 +96,28 @@ func TestQueueAddAfter(t *testing.T) {
 	q.ShutDown()
 }
 
-func TestBackoffGrowsWithJitterAndCaps(t *testing.T) {
-	b := newBackoff(time.Second, 8*time.Second)
+func TestFailuresBackOffWithJitterCapAndReset(t *testing.T) {
+	f := newFailures(time.Second, 8*time.Second, time.Hour)
 	id := uuid.New()
 	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second} {
-		d, n := b.Next(id)
-		if n != i+1 || d < want/2 || d > want {
-			t.Errorf("failure %d: delay %s (n=%d), want within [%s, %s]", i+1, d, n, want/2, want)
+		d, rec := f.Fail(id, "boom", i%2 == 0, false)
+		if rec.Consecutive != i+1 || d < want/2 || d > want {
+			t.Errorf("failure %d: delay %s (consecutive %d), want within [%s, %s]", i+1, d, rec.Consecutive, want/2, want)
 		}
 	}
-	b.Reset(id)
-	if d, n := b.Next(id); n != 1 || d > time.Second {
-		t.Errorf("after reset: %s, %d", d, n)
+	if rec := f.Get(id); rec.Crashes != 3 || rec.LastError != "boom" || !f.Waiting(id) {
+		t.Errorf("record %+v, waiting %v", rec, f.Waiting(id))
+	}
+
+	// Sustained health: no failure for resetAfter starts the backoff over.
+	short := newFailures(time.Second, time.Minute, time.Nanosecond)
+	short.Fail(id, "a", false, false)
+	short.Fail(id, "b", false, false)
+	if d, rec := short.Fail(id, "c", false, false); rec.Consecutive != 1 || d > time.Second {
+		t.Errorf("after sustained health: delay %s, consecutive %d; want a fresh start", d, rec.Consecutive)
+	}
+	f.Forget(id)
+	if rec := f.Get(id); rec.Consecutive != 0 || f.Waiting(id) {
+		t.Errorf("after Forget: %+v", rec)
 	}
 }

@@ -1,7 +1,6 @@
 package reconciler
 
 import (
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -145,48 +144,3 @@ func (q *queue) ShutDown() {
 	q.cond.Broadcast()
 }
 
-// backoff computes per-project retry delays: exponential from base, capped, with
-// jitter so that projects failing together do not retry together.
-type backoff struct {
-	mu       sync.Mutex
-	base     time.Duration
-	max      time.Duration
-	failures map[uuid.UUID]int
-}
-
-func newBackoff(base, max time.Duration) *backoff {
-	return &backoff{base: base, max: max, failures: map[uuid.UUID]int{}}
-}
-
-// Next records a failure of id and returns how long to wait before retrying, and how
-// many failures in a row that makes.
-func (b *backoff) Next(id uuid.UUID) (time.Duration, int) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	n := b.failures[id]
-	b.failures[id] = n + 1
-	d := b.base
-	for i := 0; i < n && d < b.max; i++ {
-		d *= 2
-	}
-	if d > b.max {
-		d = b.max
-	}
-	// Jitter: a delay in [d/2, d).
-	half := d / 2
-	return half + time.Duration(rand.Int64N(int64(half)+1)), n + 1
-}
-
-// Failures is the current count of consecutive failures of id.
-func (b *backoff) Failures(id uuid.UUID) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.failures[id]
-}
-
-// Reset forgets the failures of id.
-func (b *backoff) Reset(id uuid.UUID) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.failures, id)
-}

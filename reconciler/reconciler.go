@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -24,33 +25,46 @@ import (
 // Reconciler runs one Temporal worker per project whose desired_status is running.
 // See doc.go for the model.
 type Reconciler struct {
-	cfg    Config
-	pool   *pgxpool.Pool
-	q      *db.Queries
-	shared *shared
-	log    *slog.Logger
-	host   string
-	pid    string
+	cfg      Config
+	pool     *pgxpool.Pool
+	q        *db.Queries
+	shared   *shared
+	log      *slog.Logger
+	host     string
+	pid      string
+	instance string // tells this process from an earlier one with the same host and pid
 
-	queue   *queue
-	backoff *backoff
-	rows    *rowWriter
+	queue    *queue
+	failures *failures
+	health   *pollHealth
+	rows     *rowWriter
 
 	mu      sync.Mutex
 	workers map[uuid.UUID]*projectWorker
 
+	listenerUp atomic.Bool
+	lastPing   atomic.Int64 // unix nanos of the last ping notification received
+
 	startOnce sync.Once
 	stopOnce  sync.Once
-	cancel    context.CancelFunc // stops the listener, poller, heartbeats and row writer
-	loops     sync.WaitGroup     // listener, poller, heartbeats
-	writer    sync.WaitGroup     // the row writer, stopped last
-	reconcile sync.WaitGroup     // reconcile goroutines
+	cancel    context.CancelFunc // stops the listener, poller, heartbeats, janitor, row writer
+	loops     sync.WaitGroup
+	writer    sync.WaitGroup
+	reconcile sync.WaitGroup
 }
 
-// New builds a Reconciler. pool and tc stay owned by the caller.
-func New(cfg Config, pool *pgxpool.Pool, tc client.Client, log *slog.Logger) *Reconciler {
+// New builds a Reconciler and its Temporal client (lazy: no connection is made yet).
+// pool stays owned by the caller.
+func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) {
 	host, _ := os.Hostname()
 	pid := strconv.Itoa(os.Getpid())
+	health := newPollHealth()
+	tc, err := newTemporalClient(cfg, log, health)
+	if err != nil {
+		return nil, err
+	}
+	var instance [6]byte
+	_, _ = rand.Read(instance[:])
 	q := db.New(pool)
 	return &Reconciler{
 		cfg:  cfg,
@@ -67,22 +81,33 @@ func New(cfg Config, pool *pgxpool.Pool, tc client.Client, log *slog.Logger) *Re
 			}),
 			limits: cfg.componentLimits(),
 		},
-		log:     log,
-		host:    host,
-		pid:     pid,
-		queue:   newQueue(),
-		backoff: newBackoff(time.Second, 5*time.Minute),
-		rows:    newRowWriter(q, host, pid, log),
-		workers: map[uuid.UUID]*projectWorker{},
-	}
+		log:      log,
+		host:     host,
+		pid:      pid,
+		instance: hex.EncodeToString(instance[:]),
+		queue:    newQueue(),
+		failures: newFailures(cfg.BackoffBase, cfg.BackoffMax, cfg.BackoffResetAfter),
+		health:   health,
+		rows:     newRowWriter(q, host, pid, log),
+		workers:  map[uuid.UUID]*projectWorker{},
+	}, nil
 }
 
-// Start begins listening, polling and reconciling. It returns at once.
+// Temporal is the client the workers use (for `reconciler dev` to run the demo).
+func (r *Reconciler) Temporal() client.Client { return r.shared.temporal }
+
+// Start closes rows that processes gone before left open, then begins listening,
+// polling and reconciling. It returns at once.
 func (r *Reconciler) Start(ctx context.Context) error {
 	err := errors.New("reconciler already started")
 	r.startOnce.Do(func() {
 		err = nil
 		ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if err := r.closeOrphans(cctx); err != nil {
+			r.log.Warn("start-up cleanup of orphaned worker rows failed; the janitor retries", "error", err)
+		}
+		cancel()
 		r.writer.Add(1)
 		go func() {
 			defer r.writer.Done()
@@ -95,29 +120,25 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				r.work()
 			}()
 		}
-		r.loops.Add(3)
-		go func() {
-			defer r.loops.Done()
-			r.listen(ctx)
-		}()
-		go func() {
-			defer r.loops.Done()
-			r.poll(ctx)
-		}()
-		go func() {
-			defer r.loops.Done()
-			r.heartbeat(ctx)
-		}()
-		r.log.Info("reconciler started", "host", r.host, "pid", r.pid, "concurrency", r.cfg.Concurrency)
+		for _, loop := range []func(context.Context){r.listen, r.poll, r.heartbeat, r.janitor} {
+			r.loops.Add(1)
+			go func() {
+				defer r.loops.Done()
+				loop(ctx)
+			}()
+		}
+		r.log.Info("reconciler started", "host", r.host, "pid", r.pid, "instance", r.instance, "concurrency", r.cfg.Concurrency)
 	})
 	return err
 }
 
 // Stop stops taking work, drains every worker in parallel within ShutdownTimeout,
-// writes their rows as stopped and returns. It is safe to call more than once.
+// writes their rows as stopped, closes the Temporal client and returns. It is safe to
+// call more than once.
 func (r *Reconciler) Stop() {
-	r.startOnce.Do(func() {}) // a Reconciler never started has nothing to stop
+	r.startOnce.Do(func() {}) // a Reconciler never started has nothing to drain
 	r.stopOnce.Do(func() {
+		defer r.shared.temporal.Close()
 		if r.cancel == nil {
 			return
 		}
@@ -147,7 +168,8 @@ func (r *Reconciler) Run(ctx context.Context) error {
 	return nil
 }
 
-// work takes dirty projects off the queue and reconciles them until shutdown.
+// work takes dirty projects off the queue and reconciles them until shutdown. A failed
+// reconcile is retried after the project's backoff.
 func (r *Reconciler) work() {
 	for {
 		id, ok := r.queue.Get()
@@ -158,15 +180,27 @@ func (r *Reconciler) work() {
 		err := r.reconcileProject(ctx, id)
 		cancel()
 		if err != nil {
-			delay, failures := r.backoff.Next(id)
-			r.log.Warn("reconcile failed", "project_id", id, "error", err, "failures", failures, "retry_in", delay.Round(time.Millisecond))
+			var se *startError
+			crashed := errors.As(err, &se)
+			delay, rec := r.failures.Fail(id, err.Error(), crashed, transientError(err))
+			if crashed {
+				r.rows.Put(r.row(se.pw, statusFailed, se.err))
+			}
+			r.log.Warn("reconcile failed", "project_id", id, "error", err, "failures", rec.Consecutive, "retry_in", delay.Round(time.Millisecond))
 			r.queue.AddAfter(id, delay)
-		} else {
-			r.backoff.Reset(id)
 		}
 		r.queue.Done(id)
 	}
 }
+
+// startError is a worker that could not start: the reconcile writes its row as failed.
+type startError struct {
+	pw  *projectWorker
+	err error
+}
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
 
 // reconcileProject is one observe -> plan -> act pass for one project.
 func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) error {
@@ -189,7 +223,12 @@ func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) error {
 	case actReload:
 		return r.reload(ctx, id, log)
 	case actStop:
-		r.stop(id, "desired_status is stopped", log)
+		reason := "desired_status is stopped"
+		if !d.Exists {
+			reason = "project deleted"
+		}
+		r.stop(id, reason, log)
+		r.failures.Forget(id)
 	}
 	return nil
 }
@@ -254,23 +293,24 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 
 	workerID := r.newWorkerID()
 	log = log.With("worker_id", workerID, "generation", b.Generation)
-	pw := newProjectWorker(r.shared, id, workerID, b.TaskQueueName, opts,
-		r.log.With("project_id", id, "worker_id", workerID), func(err error) { r.fatal(id, workerID, err) })
+	pw, err := newProjectWorker(r.shared, id, workerID, b.TaskQueueName, opts,
+		r.log.With("project_id", id, "worker_id", workerID), func(err error) { r.fatal(id, workerID, err, false) })
+	if err != nil {
+		return err
+	}
 	pw.served.Store(set)
 	pw.generation = b.Generation
-	if old != nil {
-		pw.restarts = old.restarts + 1
-	}
-	r.rows.Put(pw.row(statusStarting, nil))
+	r.rows.Put(r.row(pw, statusStarting, nil))
+	r.health.watch(workerID)
 	if err := pw.w.Start(); err != nil {
 		pw.Stop()
-		r.rows.Put(pw.row(statusFailed, err))
-		return fmt.Errorf("start worker for project %s: %w", id, err)
+		r.health.forget(workerID)
+		return &startError{pw: pw, err: fmt.Errorf("start worker for project %s: %w", id, err)}
 	}
 	r.mu.Lock()
 	r.workers[id] = pw
 	r.mu.Unlock()
-	r.rows.Put(pw.row(statusRunning, nil))
+	r.rows.Put(r.row(pw, statusRunning, nil))
 	log.Info("worker running", "task_queue", b.TaskQueueName, "workflows", len(set.workflows), "invalid_workflows", len(set.errors))
 	if old != nil {
 		r.stopWorker(old, "replaced by "+workerID, log)
@@ -294,32 +334,31 @@ func (r *Reconciler) reload(ctx context.Context, id uuid.UUID, log *slog.Logger)
 	}
 	pw.served.Store(set)
 	pw.generation = b.Generation
-	r.rows.Put(pw.row(statusRunning, nil))
+	r.rows.Put(r.row(pw, statusRunning, nil))
 	log.Info("worker reloaded", "worker_id", pw.id, "generation", b.Generation, "workflows", len(set.workflows), "invalid_workflows", len(set.errors))
 	return nil
 }
 
 // stop stops the project's worker, if one runs.
 func (r *Reconciler) stop(id uuid.UUID, reason string, log *slog.Logger) {
-	r.mu.Lock()
-	pw := r.workers[id]
-	delete(r.workers, id)
-	r.mu.Unlock()
-	if pw != nil {
+	if pw := r.worker(id); pw != nil {
 		r.stopWorker(pw, reason, log)
 	}
 }
 
+// stopWorker drains one worker (in-flight activities get WorkerStopTimeout) and
+// writes stopping, then stopped.
 func (r *Reconciler) stopWorker(pw *projectWorker, reason string, log *slog.Logger) {
 	r.mu.Lock()
 	if r.workers[pw.project] == pw {
 		delete(r.workers, pw.project)
 	}
 	r.mu.Unlock()
-	r.rows.Put(pw.row(statusStopping, nil))
+	r.rows.Put(r.row(pw, statusStopping, nil))
 	began := time.Now()
 	pw.Stop()
-	r.rows.Put(pw.row(statusStopped, nil))
+	r.health.forget(pw.id)
+	r.rows.Put(r.row(pw, statusStopped, nil))
 	log.Info("worker stopped", "worker_id", pw.id, "reason", reason, "took", time.Since(began).Round(time.Millisecond))
 }
 
@@ -351,29 +390,46 @@ func (r *Reconciler) stopAll(ctx context.Context) {
 	}
 }
 
-// fatal is the SDK's OnFatalError: the worker cannot go on. Mark it failed and let a
-// reconcile replace it.
-func (r *Reconciler) fatal(id uuid.UUID, workerID string, err error) {
-	r.log.Error("worker failed", "project_id", id, "worker_id", workerID, "error", err)
+// fatal is called when a worker cannot go on: the SDK's OnFatalError, or polls that
+// keep failing with an error retrying will not fix. The worker is marked failed and a
+// reconcile replaces it after the project's backoff.
+func (r *Reconciler) fatal(id uuid.UUID, workerID string, err error, transient bool) {
 	r.mu.Lock()
 	pw := r.workers[id]
-	if pw != nil && pw.id == workerID {
-		delete(r.workers, id)
+	if pw == nil || pw.id != workerID {
+		r.mu.Unlock()
+		return // already replaced or stopped
 	}
+	delete(r.workers, id)
 	r.mu.Unlock()
-	if pw != nil && pw.id == workerID {
-		r.rows.Put(pw.row(statusFailed, err))
-		go pw.Stop()
-		delay, _ := r.backoff.Next(id)
-		r.queue.AddAfter(id, delay)
-	}
+	delay, rec := r.failures.Fail(id, err.Error(), true, transient)
+	r.log.Error("worker failed", "project_id", id, "worker_id", workerID, "error", err, "restarts", rec.Crashes, "retry_in", delay.Round(time.Millisecond))
+	r.rows.Put(r.row(pw, statusFailed, err))
+	go func() {
+		pw.Stop()
+		r.health.forget(workerID)
+	}()
+	r.queue.AddAfter(id, delay)
 }
 
-func (pw *projectWorker) row(status string, err error) workerRow {
+// row is the whole workflow_workers row of a worker in a given status.
+func (r *Reconciler) row(pw *projectWorker, status string, err error) workerRow {
 	md := pw.served.Load().metadata()
-	md["restarts"] = pw.restarts
+	md["instance"] = r.instance
+	rec := r.failures.Get(pw.project)
+	md["restarts"] = rec.Crashes
+	if rec.LastError != "" {
+		md["last_error"] = rec.LastError
+	}
 	if err != nil {
 		md["error"] = err.Error()
+		if status == statusFailed && !rec.NextRetry.IsZero() {
+			md["next_retry_at"] = rec.NextRetry.UTC().Format(time.RFC3339Nano)
+		}
+	}
+	if pollErr, since := pw.pollProblem(); pollErr != "" && (status == statusRunning || status == statusStarting) {
+		md["poll_error"] = pollErr
+		md["poll_failing_since"] = since.UTC().Format(time.RFC3339Nano)
 	}
 	row := workerRow{
 		WorkerID:   pw.id,
@@ -397,13 +453,13 @@ func (r *Reconciler) newWorkerID() string {
 	return fmt.Sprintf("%s-%s-%s", r.host, r.pid, hex.EncodeToString(b[:]))
 }
 
-// liveWorkerIDs lists the workers this process runs now.
-func (r *Reconciler) liveWorkerIDs() []string {
+// liveWorkers lists the workers this process runs now.
+func (r *Reconciler) liveWorkers() []*projectWorker {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	ids := make([]string, 0, len(r.workers))
+	all := make([]*projectWorker, 0, len(r.workers))
 	for _, pw := range r.workers {
-		ids = append(ids, pw.id)
+		all = append(all, pw)
 	}
-	return ids
+	return all
 }

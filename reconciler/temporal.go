@@ -7,17 +7,21 @@ import (
 
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
+	"google.golang.org/grpc"
 )
 
-// NewTemporalClient makes the one client every project's worker shares. It is lazy: it
+// newTemporalClient makes the one client every project's worker shares. It is lazy: it
 // connects on first use, so the service starts while Temporal is down and its workers
-// report the outage in their rows instead.
-func NewTemporalClient(cfg Config, log *slog.Logger) (client.Client, error) {
+// report the outage in their rows instead. Every poll goes through health.
+func newTemporalClient(cfg Config, log *slog.Logger, health *pollHealth) (client.Client, error) {
 	level, _ := parseLevel(cfg.TemporalLogLevel)
 	c, err := client.NewLazyClient(client.Options{
 		HostPort:  cfg.TemporalAddress,
 		Namespace: cfg.TemporalNamespace,
 		Logger:    tlog.NewStructuredLogger(slog.New(minLevel{log.Handler(), level}).With("component", "temporal-sdk")),
+		ConnectionOptions: client.ConnectionOptions{
+			DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(health.interceptor())},
+		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("temporal client for %s: %w", cfg.TemporalAddress, err)

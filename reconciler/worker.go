@@ -41,7 +41,30 @@ type projectWorker struct {
 
 	// Owned by the reconcile of this project (the queue never runs two at once).
 	generation int64
-	restarts   int
+
+	// Poll health as last reported in the row, owned by the health check.
+	pollMu    sync.Mutex
+	pollError string
+	pollSince time.Time
+}
+
+// pollProblem is the poll error shown in the worker's row, if any.
+func (pw *projectWorker) pollProblem() (string, time.Time) {
+	pw.pollMu.Lock()
+	defer pw.pollMu.Unlock()
+	return pw.pollError, pw.pollSince
+}
+
+// setPollProblem records a poll error ("" when polls work again) and reports whether
+// that changes what the row says.
+func (pw *projectWorker) setPollProblem(msg string, since time.Time) bool {
+	pw.pollMu.Lock()
+	defer pw.pollMu.Unlock()
+	if pw.pollError == msg {
+		return false
+	}
+	pw.pollError, pw.pollSince = msg, since
+	return true
 }
 
 // shared is what every project's worker uses: one Temporal client, the pinned
@@ -86,10 +109,17 @@ type pinned struct {
 	MaxSteps   int    `json:"max_steps"`
 }
 
+// newProjectWorker builds (does not start) a project's worker. The SDK panics on
+// options it refuses; that becomes an error for this project alone.
 func newProjectWorker(sh *shared, project uuid.UUID, workerID, taskQueue string,
-	opts workerOptions, log *slog.Logger, onFatal func(error)) *projectWorker {
+	opts workerOptions, log *slog.Logger, onFatal func(error)) (pw *projectWorker, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			pw, err = nil, fmt.Errorf("create worker for project %s: the Temporal SDK refused its options: %v", project, p)
+		}
+	}()
 	cfg := sh.cfg
-	pw := &projectWorker{
+	pw = &projectWorker{
 		project:   project,
 		id:        workerID,
 		taskQueue: taskQueue,
@@ -111,7 +141,7 @@ func newProjectWorker(sh *shared, project uuid.UUID, workerID, taskQueue string,
 	pw.w = worker.New(sh.temporal, taskQueue, wo)
 	pw.w.RegisterDynamicWorkflow(pw.runWorkflow, workflow.DynamicRegisterOptions{})
 	pw.w.RegisterDynamicActivity(pw.runActivity, activity.DynamicRegisterOptions{})
-	return pw
+	return pw, nil
 }
 
 func orDefault(v, def int) int {

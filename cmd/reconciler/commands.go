@@ -64,12 +64,11 @@ func serve(ctx context.Context, cfg reconciler.Config) error {
 		return err
 	}
 	defer pool.Close()
-	tc, err := reconciler.NewTemporalClient(cfg, log)
+	r, err := reconciler.New(cfg, pool, log)
 	if err != nil {
 		return err
 	}
-	defer tc.Close()
-	return reconciler.New(cfg, pool, tc, log).Run(ctx)
+	return r.Run(ctx)
 }
 
 func migrate(ctx context.Context, cfg reconciler.Config, args []string, out io.Writer) error {

@@ -58,13 +58,10 @@ func dev(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
 		return err
 	}
 	defer pool.Close()
-	tc, err := reconciler.NewTemporalClient(cfg, log)
+	r, err := reconciler.New(cfg, pool, log)
 	if err != nil {
 		return err
 	}
-	defer tc.Close()
-
-	r := reconciler.New(cfg, pool, tc, log)
 	if err := r.Start(ctx); err != nil {
 		return err
 	}
@@ -79,7 +76,7 @@ func dev(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "Demo worker running on task queue %s (%s after desired_status = 'running')\n", demoQueue, time.Since(began).Round(time.Millisecond))
 
-	result, err := runDemo(ctx, tc)
+	result, err := runDemo(ctx, r.Temporal())
 	if err != nil {
 		return err
 	}

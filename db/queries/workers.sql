@@ -45,3 +45,34 @@ FROM workflow_workers
 WHERE project_id = @project_id
 ORDER BY started_at DESC, id DESC
 LIMIT 1;
+
+-- name: ListLiveWorkers :many
+-- Rows that claim a live worker, for the start-up and periodic orphan check.
+SELECT worker_id, coalesce(host, '')::text AS host, coalesce(process_id, '')::text AS process_id,
+       coalesce(metadata->>'instance', '')::text AS instance,
+       coalesce(last_heartbeat, started_at) AS seen_at
+FROM workflow_workers
+WHERE status IN ('starting', 'running', 'stopping');
+
+-- name: CloseOrphanedWorkers :execrows
+-- Closes rows whose process is gone: a row that was stopping is stopped, any other is
+-- failed, with the reason in metadata.error. Never touches a row that moved on since.
+UPDATE workflow_workers ww
+SET status     = CASE WHEN ww.status = 'stopping' THEN 'stopped' ELSE 'failed' END,
+    stopped_at = now(),
+    metadata   = ww.metadata || jsonb_build_object('error', o.reason, 'orphaned', true)
+FROM (SELECT unnest(@worker_ids::text[]) AS worker_id, unnest(@reasons::text[]) AS reason) o
+WHERE ww.worker_id = o.worker_id
+  AND ww.status IN ('starting', 'running', 'stopping');
+
+-- name: PruneWorkers :execrows
+-- Deletes stopped and failed rows older than the retention, keeping each project's
+-- newest row (its current state).
+DELETE FROM workflow_workers ww
+WHERE ww.status IN ('stopped', 'failed')
+  AND ww.stopped_at < now() - make_interval(secs => @retention_seconds::float8)
+  AND ww.id <> coalesce((
+      SELECT latest.id FROM workflow_workers latest
+      WHERE latest.project_id = ww.project_id
+      ORDER BY latest.started_at DESC, latest.id DESC
+      LIMIT 1), '00000000-0000-0000-0000-000000000000'::uuid);
