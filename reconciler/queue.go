@@ -143,4 +143,3 @@ func (q *queue) ShutDown() {
 	}
 	q.cond.Broadcast()
 }
-
