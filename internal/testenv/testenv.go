@@ -185,7 +185,7 @@ func TemporalAddress(t testing.TB) string {
 		defer cancel()
 		temporal, temporalErr = devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: TemporalDynamicConfig})
 		if temporalErr == nil {
-			temporalErr = waitTemporalReady(ctx, temporal.Address())
+			temporalErr = WaitTemporalReady(ctx, temporal.Address())
 		}
 	})
 	if temporalErr != nil {
@@ -194,11 +194,56 @@ func TemporalAddress(t testing.TB) string {
 	return temporal.Address()
 }
 
+// PrivateTemporal starts a dev server for t alone (to stop and restart it), with the
+// test configuration plus extra dynamic config values. It is closed when t ends.
+func PrivateTemporal(t testing.TB, extra ...string) *devenv.Temporal {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: append(append([]string{}, TemporalDynamicConfig...), extra...)})
+	if err != nil {
+		t.Fatalf("testenv: private temporal dev server: %v", err)
+	}
+	t.Cleanup(srv.Close)
+	if err := WaitTemporalReady(ctx, srv.Address()); err != nil {
+		t.Fatalf("testenv: private temporal dev server: %v", err)
+	}
+	return srv
+}
+
+// PrivatePostgres starts a PostgreSQL cluster for t alone (to stop and restart it) and
+// returns it with its migrated postgres database. It is removed when t ends.
+func PrivatePostgres(t testing.TB) (*devenv.Postgres, *DB) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	p, err := devenv.StartPostgres(ctx)
+	if err != nil {
+		t.Fatalf("testenv: private postgres: %v", err)
+	}
+	t.Cleanup(p.Close)
+	d := &DB{Name: "postgres", URL: p.URL("postgres")}
+	if err := db.Migrate(ctx, d.URL); err != nil {
+		t.Fatalf("testenv: migrate private postgres: %v", err)
+	}
+	if d.Pool, err = pgxpool.New(ctx, d.URL); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Pool.Close)
+	return p, d
+}
+
 // TemporalClient is a client of the shared dev server in the default namespace,
 // closed when t ends.
 func TemporalClient(t testing.TB) client.Client {
 	t.Helper()
-	c, err := client.Dial(client.Options{HostPort: TemporalAddress(t), Logger: quietLogger{}})
+	return TemporalClientOf(t, TemporalAddress(t))
+}
+
+// TemporalClientOf is a client of the dev server at address, closed when t ends.
+func TemporalClientOf(t testing.TB, address string) client.Client {
+	t.Helper()
+	c, err := client.Dial(client.Options{HostPort: address, Logger: quietLogger{}})
 	if err != nil {
 		t.Fatalf("testenv: temporal client: %v", err)
 	}
@@ -206,8 +251,8 @@ func TemporalClient(t testing.TB) client.Client {
 	return c
 }
 
-// waitTemporalReady waits until the frontend answers and the default namespace exists.
-func waitTemporalReady(ctx context.Context, address string) error {
+// WaitTemporalReady waits until the frontend answers and the default namespace exists.
+func WaitTemporalReady(ctx context.Context, address string) error {
 	var last error
 	for ctx.Err() == nil {
 		c, err := client.Dial(client.Options{HostPort: address, Logger: quietLogger{}})
