@@ -52,6 +52,38 @@ type Project struct {
 	WorkerOptions []byte    `json:"worker_options"`
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
+	// When a restart of the worker was last requested (restart_project_worker). Setting it bumps generation.
+	RestartRequestedAt *time.Time `json:"restart_requested_at"`
+	// The generation of the last restart request: a worker started before it is replaced, not reloaded. Maintained by a trigger.
+	RestartGeneration int64 `json:"restart_generation"`
+}
+
+// One row per project: desired vs actual status and health of its newest worker. is_healthy: running with a heartbeat younger than twice the heartbeat interval and polling, or stopped as desired.
+type ProjectWorkerHealth struct {
+	ProjectID          uuid.UUID     `json:"project_id"`
+	ProjectName        string        `json:"project_name"`
+	OwnerID            uuid.NullUUID `json:"owner_id"`
+	TaskQueueName      string        `json:"task_queue_name"`
+	DesiredStatus      string        `json:"desired_status"`
+	ActualStatus       string        `json:"actual_status"`
+	IsHealthy          interface{}   `json:"is_healthy"`
+	WorkerID           string        `json:"worker_id"`
+	Host               pgtype.Text   `json:"host"`
+	ProcessID          pgtype.Text   `json:"process_id"`
+	GenerationDesired  int64         `json:"generation_desired"`
+	GenerationObserved pgtype.Int8   `json:"generation_observed"`
+	LastHeartbeat      *time.Time    `json:"last_heartbeat"`
+	LastError          interface{}   `json:"last_error"`
+	Restarts           interface{}   `json:"restarts"`
+	NextRetryAt        time.Time     `json:"next_retry_at"`
+	OwnerReplica       interface{}   `json:"owner_replica"`
+	WorkflowErrors     interface{}   `json:"workflow_errors"`
+	StartedAt          time.Time     `json:"started_at"`
+	StoppedAt          *time.Time    `json:"stopped_at"`
+}
+
+type ReconcilerCreated struct {
+	Object string `json:"object"`
 }
 
 // Workflows drawn in the builder. Only active ones are served.

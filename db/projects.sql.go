@@ -12,17 +12,18 @@ import (
 )
 
 const getProjectState = `-- name: GetProjectState :one
-SELECT id, desired_status, generation, task_queue_name, worker_options
+SELECT id, desired_status, generation, task_queue_name, worker_options, restart_generation
 FROM projects
 WHERE id = $1
 `
 
 type GetProjectStateRow struct {
-	ID            uuid.UUID `json:"id"`
-	DesiredStatus string    `json:"desired_status"`
-	Generation    int64     `json:"generation"`
-	TaskQueueName string    `json:"task_queue_name"`
-	WorkerOptions []byte    `json:"worker_options"`
+	ID                uuid.UUID `json:"id"`
+	DesiredStatus     string    `json:"desired_status"`
+	Generation        int64     `json:"generation"`
+	TaskQueueName     string    `json:"task_queue_name"`
+	WorkerOptions     []byte    `json:"worker_options"`
+	RestartGeneration int64     `json:"restart_generation"`
 }
 
 // What the builder app wants for one project: the first read of every reconcile.
@@ -35,6 +36,7 @@ func (q *Queries) GetProjectState(ctx context.Context, id uuid.UUID) (GetProject
 		&i.Generation,
 		&i.TaskQueueName,
 		&i.WorkerOptions,
+		&i.RestartGeneration,
 	)
 	return i, err
 }
@@ -78,6 +80,7 @@ SELECT p.id,
        p.generation,
        p.task_queue_name,
        p.worker_options,
+       p.restart_generation,
        coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'name', w.name,
@@ -107,13 +110,14 @@ WHERE p.id = $1
 `
 
 type LoadProjectBundleRow struct {
-	ID            uuid.UUID `json:"id"`
-	DesiredStatus string    `json:"desired_status"`
-	Generation    int64     `json:"generation"`
-	TaskQueueName string    `json:"task_queue_name"`
-	WorkerOptions []byte    `json:"worker_options"`
-	Workflows     []byte    `json:"workflows"`
-	Components    []byte    `json:"components"`
+	ID                uuid.UUID `json:"id"`
+	DesiredStatus     string    `json:"desired_status"`
+	Generation        int64     `json:"generation"`
+	TaskQueueName     string    `json:"task_queue_name"`
+	WorkerOptions     []byte    `json:"worker_options"`
+	RestartGeneration int64     `json:"restart_generation"`
+	Workflows         []byte    `json:"workflows"`
+	Components        []byte    `json:"components"`
 }
 
 // Everything a worker serves, read in one statement so that generation, workflows and
@@ -128,6 +132,7 @@ func (q *Queries) LoadProjectBundle(ctx context.Context, id uuid.UUID) (LoadProj
 		&i.Generation,
 		&i.TaskQueueName,
 		&i.WorkerOptions,
+		&i.RestartGeneration,
 		&i.Workflows,
 		&i.Components,
 	)

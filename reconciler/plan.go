@@ -13,6 +13,9 @@ type desired struct {
 	Generation int64
 	TaskQueue  string
 	Options    workerOptions
+	// RestartGeneration is the generation of the last restart request: a worker
+	// started before it must be replaced.
+	RestartGeneration int64
 }
 
 // actual is what this process runs for a project.
@@ -21,6 +24,8 @@ type actual struct {
 	Generation int64
 	TaskQueue  string
 	Options    workerOptions
+	// StartGeneration is the generation the worker was started at (reloads keep it).
+	StartGeneration int64
 	// Failed means the worker crashed or cannot poll and must be replaced.
 	Failed bool
 }
@@ -33,7 +38,7 @@ const (
 	actStart          // no worker runs: start one
 	actStop           // a worker runs but must not
 	actReload         // swap what the running worker serves, without dropping its pollers
-	actRestart        // replace the worker: its task queue or options changed, or it failed
+	actRestart        // replace the worker: new task queue or options, a restart request, or it failed
 )
 
 func (a action) String() string {
@@ -51,7 +56,7 @@ func plan(d desired, a actual) action {
 	switch {
 	case !a.Exists:
 		return actStart
-	case a.Failed, a.TaskQueue != d.TaskQueue, a.Options != d.Options:
+	case a.Failed, a.TaskQueue != d.TaskQueue, a.Options != d.Options, d.RestartGeneration > a.StartGeneration:
 		return actRestart
 	case a.Generation != d.Generation:
 		return actReload

@@ -33,6 +33,7 @@ type Reconciler struct {
 	host     string
 	pid      string
 	instance string // tells this process from an earlier one with the same host and pid
+	replica  string // this process's name among the replicas sharing the database
 
 	queue    *queue
 	failures *failures
@@ -85,6 +86,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		host:     host,
 		pid:      pid,
 		instance: hex.EncodeToString(instance[:]),
+		replica:  host + "-" + pid,
 		queue:    newQueue(),
 		failures: newFailures(cfg.BackoffBase, cfg.BackoffMax, cfg.BackoffResetAfter),
 		health:   health,
@@ -247,11 +249,12 @@ func (r *Reconciler) observe(ctx context.Context, id uuid.UUID) (desired, error)
 		return desired{}, fmt.Errorf("project %s: %w", id, err)
 	}
 	return desired{
-		Exists:     true,
-		Running:    st.DesiredStatus == "running",
-		Generation: st.Generation,
-		TaskQueue:  st.TaskQueueName,
-		Options:    opts,
+		Exists:            true,
+		Running:           st.DesiredStatus == "running",
+		Generation:        st.Generation,
+		TaskQueue:         st.TaskQueueName,
+		Options:           opts,
+		RestartGeneration: st.RestartGeneration,
 	}, nil
 }
 
@@ -260,7 +263,7 @@ func (r *Reconciler) actualOf(id uuid.UUID) actual {
 	if pw == nil {
 		return actual{}
 	}
-	return actual{Exists: true, Generation: pw.generation, TaskQueue: pw.taskQueue, Options: pw.options}
+	return actual{Exists: true, Generation: pw.generation, TaskQueue: pw.taskQueue, Options: pw.options, StartGeneration: pw.startGeneration}
 }
 
 func (r *Reconciler) worker(id uuid.UUID) *projectWorker {
@@ -299,7 +302,7 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 		return err
 	}
 	pw.served.Store(set)
-	pw.generation = b.Generation
+	pw.generation, pw.startGeneration = b.Generation, b.Generation
 	r.rows.Put(r.row(pw, statusStarting, nil))
 	r.health.watch(workerID)
 	if err := pw.w.Start(); err != nil {
@@ -416,6 +419,8 @@ func (r *Reconciler) fatal(id uuid.UUID, workerID string, err error, transient b
 func (r *Reconciler) row(pw *projectWorker, status string, err error) workerRow {
 	md := pw.served.Load().metadata()
 	md["instance"] = r.instance
+	md["replica"] = r.replica
+	md["heartbeat_interval_seconds"] = r.cfg.HeartbeatInterval.Seconds()
 	rec := r.failures.Get(pw.project)
 	md["restarts"] = rec.Crashes
 	if rec.LastError != "" {

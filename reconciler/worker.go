@@ -40,7 +40,8 @@ type projectWorker struct {
 	stopOnce sync.Once
 
 	// Owned by the reconcile of this project (the queue never runs two at once).
-	generation int64
+	generation      int64 // served now
+	startGeneration int64 // when the worker was started; reloads keep it
 
 	// Poll health as last reported in the row, owned by the health check.
 	pollMu    sync.Mutex

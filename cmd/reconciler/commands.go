@@ -49,6 +49,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return usageError{fmt.Errorf("invalid configuration: %w", err)}
 		}
 		return migrate(ctx, cfg, args[1:], out)
+	case "status":
+		if err := cfg.RequireDatabase(); err != nil {
+			return usageError{fmt.Errorf("invalid configuration: %w", err)}
+		}
+		return status(ctx, cfg, args[1:], out)
 	case "help", "-h", "--help":
 		fmt.Fprintln(out, usage)
 		return nil

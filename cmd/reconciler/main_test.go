@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"regexp"
@@ -160,3 +161,64 @@ func TestDevRunsTheDemo(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+func TestStatusShowsEveryProject(t *testing.T) {
+	t.Parallel()
+	d := testenv.Database(t)
+	ctx := context.Background()
+	mustExec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := d.Pool.Exec(ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	mustExec(`INSERT INTO projects (id, name, task_queue_name, desired_status) VALUES
+		('11111111-1111-1111-1111-111111111111', 'healthy-one', 'q1', 'running'),
+		('22222222-2222-2222-2222-222222222222', 'parked', 'q2', 'stopped'),
+		('33333333-3333-3333-3333-333333333333', 'crashing', 'q3', 'running')`)
+	mustExec(`INSERT INTO workflow_workers (worker_id, project_id, task_queue_name, status, host, process_id, last_heartbeat, generation, metadata) VALUES
+		('w1', '11111111-1111-1111-1111-111111111111', 'q1', 'running', 'node-a', '101', now(), 1, '{"replica": "node-a-101", "heartbeat_interval_seconds": 10}'),
+		('w2', '22222222-2222-2222-2222-222222222222', 'q2', 'stopped', 'node-a', '101', now() - interval '1 hour', 1, '{}'),
+		('w3', '33333333-3333-3333-3333-333333333333', 'q3', 'failed', 'node-b', '202', now() - interval '5 seconds', 1,
+		 '{"error": "worker cannot poll task queue q3: PermissionDenied", "restarts": 4, "next_retry_at": "2031-01-01T00:00:00Z"}')`)
+	env := []string{"DATABASE_URL=" + d.URL}
+
+	out, err := command(t, ctx, env, "status").CombinedOutput()
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	table := string(out)
+	lines := strings.Split(strings.TrimSpace(table), "\n")
+	if !strings.HasPrefix(lines[0], "3 projects, 2 healthy, 1 not") || len(lines) != 6 {
+		t.Fatalf("status printed:\n%s", table)
+	}
+	if !strings.HasPrefix(lines[3], "crashing") {
+		t.Errorf("the unhealthy project is not listed first:\n%s", table)
+	}
+	for _, want := range []string{
+		`crashing\s+33333333\s+running\s+failed\s+NO\s+1/1\s+node-b\s+-\s+\d+s ago\s+4\s+retry at 2031-01-01T00:00:00Z: worker cannot poll task queue q3: PermissionDenied`,
+		`healthy-one\s+11111111\s+running\s+running\s+yes\s+1/1\s+node-a\s+node-a-101`,
+		`parked\s+22222222\s+stopped\s+stopped\s+yes`,
+	} {
+		if !regexp.MustCompile(want).MatchString(table) {
+			t.Errorf("status output lacks %q:\n%s", want, table)
+		}
+	}
+
+	out, err = command(t, ctx, env, "status", "--json").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows []map[string]any
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("status --json is not JSON: %v\n%s", err, out)
+	}
+	byName := map[string]map[string]any{}
+	for _, r := range rows {
+		byName[r["project_name"].(string)] = r
+	}
+	if len(rows) != 3 || byName["crashing"]["is_healthy"] != false || byName["crashing"]["restarts"] != float64(4) ||
+		byName["healthy-one"]["is_healthy"] != true || byName["parked"]["actual_status"] != "stopped" || byName["parked"]["is_healthy"] != true {
+		t.Fatalf("status --json: %s", out)
+	}
+}

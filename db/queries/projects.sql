@@ -1,6 +1,6 @@
 -- name: GetProjectState :one
 -- What the builder app wants for one project: the first read of every reconcile.
-SELECT id, desired_status, generation, task_queue_name, worker_options
+SELECT id, desired_status, generation, task_queue_name, worker_options, restart_generation
 FROM projects
 WHERE id = @id;
 
@@ -19,6 +19,7 @@ SELECT p.id,
        p.generation,
        p.task_queue_name,
        p.worker_options,
+       p.restart_generation,
        coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'name', w.name,

@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -95,6 +96,12 @@ type DB struct {
 	Name string
 	URL  string
 	Pool *pgxpool.Pool
+}
+
+// URLAs is the connection string of the database for another login role (the test
+// cluster trusts local connections, so no password is needed).
+func (d *DB) URLAs(user string) string {
+	return strings.Replace(d.URL, "postgres://postgres@", "postgres://"+user+"@", 1)
 }
 
 // Database creates a migrated database for t, dropped when t ends.
