@@ -58,7 +58,16 @@ type Project struct {
 	RestartGeneration int64 `json:"restart_generation"`
 }
 
-// One row per project: desired vs actual status and health of its newest worker. is_healthy: running with a heartbeat younger than twice the heartbeat interval and polling, or stopped as desired.
+// Which replica may run a project's worker: owner, until expires_at. term grows on every change of owner (fencing).
+type ProjectLease struct {
+	ProjectID uuid.UUID `json:"project_id"`
+	// reconciler_replicas.replica_id of the holder; NULL when released.
+	Owner      pgtype.Text `json:"owner"`
+	Term       int64       `json:"term"`
+	ExpiresAt  time.Time   `json:"expires_at"`
+	AcquiredAt time.Time   `json:"acquired_at"`
+}
+
 type ProjectWorkerHealth struct {
 	ProjectID          uuid.UUID     `json:"project_id"`
 	ProjectName        string        `json:"project_name"`
@@ -76,7 +85,7 @@ type ProjectWorkerHealth struct {
 	LastError          interface{}   `json:"last_error"`
 	Restarts           interface{}   `json:"restarts"`
 	NextRetryAt        time.Time     `json:"next_retry_at"`
-	OwnerReplica       interface{}   `json:"owner_replica"`
+	OwnerReplica       pgtype.Text   `json:"owner_replica"`
 	WorkflowErrors     interface{}   `json:"workflow_errors"`
 	StartedAt          time.Time     `json:"started_at"`
 	StoppedAt          *time.Time    `json:"stopped_at"`
@@ -84,6 +93,19 @@ type ProjectWorkerHealth struct {
 
 type ReconcilerCreated struct {
 	Object string `json:"object"`
+}
+
+// Reconciler processes sharing this database. A replica whose heartbeat is fresh and that is not draining takes part in the assignment of projects.
+type ReconcilerReplica struct {
+	ReplicaID string `json:"replica_id"`
+	Host      string `json:"host"`
+	ProcessID string `json:"process_id"`
+	Capacity  int32  `json:"capacity"`
+	Draining  bool   `json:"draining"`
+	// The replica knows it is not alone, so it stops its workers when it cannot renew its leases in time; the leases of a replica that does not fence are taken over only once it is presumed dead.
+	Fences      bool      `json:"fences"`
+	StartedAt   time.Time `json:"started_at"`
+	HeartbeatAt time.Time `json:"heartbeat_at"`
 }
 
 // Workflows drawn in the builder. Only active ones are served.
@@ -118,4 +140,8 @@ type WorkflowWorker struct {
 	Generation pgtype.Int8 `json:"generation"`
 	// error, workflows (name -> compiled version served), workflow_errors (name -> why it is not served), components, restarts.
 	Metadata []byte `json:"metadata"`
+	// The replica that runs (ran) this worker.
+	ReplicaID pgtype.Text `json:"replica_id"`
+	// The project_leases.term the worker was started under; its replica's writes are accepted only while the lease still has that term.
+	LeaseTerm pgtype.Int8 `json:"lease_term"`
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const closeOrphanedWorkers = `-- name: CloseOrphanedWorkers :execrows
@@ -46,9 +47,24 @@ ORDER BY started_at DESC, id DESC
 LIMIT 1
 `
 
-func (q *Queries) GetLatestWorker(ctx context.Context, projectID uuid.NullUUID) (WorkflowWorker, error) {
+type GetLatestWorkerRow struct {
+	ID            uuid.UUID     `json:"id"`
+	WorkerID      string        `json:"worker_id"`
+	ProjectID     uuid.NullUUID `json:"project_id"`
+	TaskQueueName string        `json:"task_queue_name"`
+	Status        string        `json:"status"`
+	Host          pgtype.Text   `json:"host"`
+	ProcessID     pgtype.Text   `json:"process_id"`
+	StartedAt     time.Time     `json:"started_at"`
+	StoppedAt     *time.Time    `json:"stopped_at"`
+	LastHeartbeat *time.Time    `json:"last_heartbeat"`
+	Generation    pgtype.Int8   `json:"generation"`
+	Metadata      []byte        `json:"metadata"`
+}
+
+func (q *Queries) GetLatestWorker(ctx context.Context, projectID uuid.NullUUID) (GetLatestWorkerRow, error) {
 	row := q.db.QueryRow(ctx, getLatestWorker, projectID)
-	var i WorkflowWorker
+	var i GetLatestWorkerRow
 	err := row.Scan(
 		&i.ID,
 		&i.WorkerID,
@@ -67,15 +83,25 @@ func (q *Queries) GetLatestWorker(ctx context.Context, projectID uuid.NullUUID) 
 }
 
 const heartbeatWorkers = `-- name: HeartbeatWorkers :execrows
-UPDATE workflow_workers
+UPDATE workflow_workers w
 SET last_heartbeat = now()
-WHERE worker_id = ANY($1::text[])
-  AND status IN ('starting', 'running')
+FROM project_leases l
+WHERE w.worker_id = ANY($1::text[])
+  AND w.status IN ('starting', 'running')
+  AND l.project_id = w.project_id
+  AND l.owner = $2::text
+  AND l.term = w.lease_term
 `
 
-// One statement per interval for all of this process's live workers.
-func (q *Queries) HeartbeatWorkers(ctx context.Context, workerIds []string) (int64, error) {
-	result, err := q.db.Exec(ctx, heartbeatWorkers, workerIds)
+type HeartbeatWorkersParams struct {
+	WorkerIds []string `json:"worker_ids"`
+	Replica   string   `json:"replica"`
+}
+
+// One statement per interval for all of this replica's live workers, each only while
+// the replica still holds its project's lease under the worker's term.
+func (q *Queries) HeartbeatWorkers(ctx context.Context, arg HeartbeatWorkersParams) (int64, error) {
+	result, err := q.db.Exec(ctx, heartbeatWorkers, arg.WorkerIds, arg.Replica)
 	if err != nil {
 		return 0, err
 	}
@@ -148,27 +174,32 @@ func (q *Queries) PruneWorkers(ctx context.Context, retentionSeconds float64) (i
 
 const upsertWorkers = `-- name: UpsertWorkers :exec
 WITH u AS (
-    SELECT unnest($1::text[])            AS worker_id,
-           unnest($2::uuid[])           AS project_id,
-           unnest($3::text[])      AS task_queue_name,
-           unnest($4::text[])              AS status,
-           unnest($5::text[])                 AS host,
-           unnest($6::text[])           AS process_id,
-           unnest($7::timestamptz[])    AS started_at,
+    SELECT unnest($4::text[])            AS worker_id,
+           unnest($5::uuid[])           AS project_id,
+           unnest($6::text[])      AS task_queue_name,
+           unnest($7::text[])              AS status,
+           unnest($8::timestamptz[])    AS started_at,
            -- Go's zero time stands for NULL: sqlc arrays cannot hold NULL elements.
-           nullif(unnest($8::timestamptz[]), '0001-01-01 00:00:00+00') AS stopped_at,
-           unnest($9::bigint[])         AS generation,
-           unnest($10::jsonb[])            AS metadata
+           nullif(unnest($9::timestamptz[]), '0001-01-01 00:00:00+00') AS stopped_at,
+           unnest($10::bigint[])         AS generation,
+           unnest($11::bigint[])         AS lease_term,
+           unnest($12::jsonb[])            AS metadata
+), allowed AS (
+    SELECT u.worker_id, u.project_id, u.task_queue_name, u.status, u.started_at, u.stopped_at, u.generation, u.lease_term, u.metadata FROM u
+    LEFT JOIN project_leases l ON l.project_id = u.project_id
+    WHERE (l.owner = $3::text AND l.term = u.lease_term)
+       OR (u.status IN ('stopping', 'stopped', 'failed')
+           AND (l.project_id IS NULL OR l.owner IS NULL OR l.owner = $3::text))
 )
 INSERT INTO workflow_workers AS ww (
-    worker_id, project_id, task_queue_name, status, host, process_id,
+    worker_id, project_id, task_queue_name, status, host, process_id, replica_id, lease_term,
     started_at, stopped_at, last_heartbeat, generation, metadata)
-SELECT u.worker_id, p.id, u.task_queue_name, u.status, u.host, u.process_id,
-       u.started_at, u.stopped_at,
-       CASE WHEN u.status IN ('starting', 'running') THEN now() END,
-       u.generation, u.metadata
-FROM u
-LEFT JOIN projects p ON p.id = u.project_id
+SELECT a.worker_id, p.id, a.task_queue_name, a.status, $1::text, $2::text, $3::text, a.lease_term,
+       a.started_at, a.stopped_at,
+       CASE WHEN a.status IN ('starting', 'running') THEN now() END,
+       a.generation, a.metadata
+FROM allowed a
+LEFT JOIN projects p ON p.id = a.project_id
 ON CONFLICT (worker_id) DO UPDATE
 SET status         = excluded.status,
     stopped_at     = excluded.stopped_at,
@@ -178,32 +209,40 @@ SET status         = excluded.status,
 `
 
 type UpsertWorkersParams struct {
+	Host           string      `json:"host"`
+	ProcessID      string      `json:"process_id"`
+	Replica        string      `json:"replica"`
 	WorkerIds      []string    `json:"worker_ids"`
 	ProjectIds     []uuid.UUID `json:"project_ids"`
 	TaskQueueNames []string    `json:"task_queue_names"`
 	Statuses       []string    `json:"statuses"`
-	Hosts          []string    `json:"hosts"`
-	ProcessIds     []string    `json:"process_ids"`
 	StartedAts     []time.Time `json:"started_ats"`
 	StoppedAts     []time.Time `json:"stopped_ats"`
 	Generations    []int64     `json:"generations"`
+	LeaseTerms     []int64     `json:"lease_terms"`
 	Metadatas      [][]byte    `json:"metadatas"`
 }
 
-// Writes the latest known state of several workers in one statement. Each element is
-// a whole row, so re-applying it after a failed write is harmless. project_id is only
-// set on insert: a project deleted since then leaves it NULL (ON DELETE SET NULL).
+// Writes the latest known state of several workers of one replica in one statement.
+// Each element is a whole row, so re-applying it after a failed write is harmless.
+// Fencing: a row is written only while its project's lease is still held by this
+// replica under the worker's term; a closing write (stopping, stopped, failed) also
+// when the lease was released or its project deleted, never once another replica
+// holds it. project_id is set on insert only: a project deleted since then leaves it
+// NULL (ON DELETE SET NULL).
 func (q *Queries) UpsertWorkers(ctx context.Context, arg UpsertWorkersParams) error {
 	_, err := q.db.Exec(ctx, upsertWorkers,
+		arg.Host,
+		arg.ProcessID,
+		arg.Replica,
 		arg.WorkerIds,
 		arg.ProjectIds,
 		arg.TaskQueueNames,
 		arg.Statuses,
-		arg.Hosts,
-		arg.ProcessIds,
 		arg.StartedAts,
 		arg.StoppedAts,
 		arg.Generations,
+		arg.LeaseTerms,
 		arg.Metadatas,
 	)
 	return err

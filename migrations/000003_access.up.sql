@@ -176,7 +176,9 @@ SELECT p.id                                   AS project_id,
        w.stopped_at
 FROM projects p
 LEFT JOIN LATERAL (
-    SELECT ww.* FROM workflow_workers ww
+    SELECT ww.status, ww.worker_id, ww.host, ww.process_id, ww.generation, ww.last_heartbeat,
+           ww.metadata, ww.started_at, ww.stopped_at
+    FROM workflow_workers ww
     WHERE ww.project_id = p.id
     ORDER BY ww.started_at DESC, ww.id DESC
     LIMIT 1

@@ -64,6 +64,18 @@ type Config struct {
 	// row is always kept).
 	RowRetention time.Duration `envconfig:"RECONCILER_ROW_RETENTION"`
 
+	// ReplicaID names this process among the replicas sharing the database (default
+	// host-pid: stable across container restarts, unique on a host).
+	ReplicaID string `envconfig:"RECONCILER_REPLICA_ID"`
+	// LeaseTTL is how long a project's lease lasts without renewal; renewals happen every
+	// LeaseRenewInterval. A killed replica's projects move after at most about TTL +
+	// renew interval; workers survive a database outage of up to TTL - renew interval -
+	// 0.5 s when other replicas exist (a lone replica never stops them).
+	LeaseTTL           time.Duration `envconfig:"RECONCILER_LEASE_TTL"`
+	LeaseRenewInterval time.Duration `envconfig:"RECONCILER_LEASE_RENEW_INTERVAL"`
+	// MaxProjects caps the projects this replica runs.
+	MaxProjects int `envconfig:"RECONCILER_MAX_PROJECTS"`
+
 	// HTTPAllowPrivate lets http.request reach loopback, private and link-local
 	// addresses (refused by default: workflows run user code).
 	HTTPAllowPrivate bool `envconfig:"RECONCILER_HTTP_ALLOW_PRIVATE"`
@@ -106,6 +118,9 @@ func DefaultConfig() Config {
 		ListenerPingTimeout:  5 * time.Second,
 		StaleAfter:           time.Minute,
 		RowRetention:         7 * 24 * time.Hour,
+		LeaseTTL:             13 * time.Second,
+		LeaseRenewInterval:   time.Second,
+		MaxProjects:          5000,
 		HTTPMaxResponseBytes: 5 << 20,
 		HTTPTimeout:          30 * time.Second,
 		ComponentTimeout:     10 * time.Second,
@@ -182,6 +197,16 @@ func (c Config) Validate() error {
 		bad("RECONCILER_STALE_AFTER", "must be at least twice RECONCILER_HEARTBEAT_INTERVAL (%s), got %s", 2*c.HeartbeatInterval, c.StaleAfter)
 	}
 	positive("RECONCILER_ROW_RETENTION", c.RowRetention)
+	positive("RECONCILER_LEASE_RENEW_INTERVAL", c.LeaseRenewInterval)
+	if c.LeaseTTL < 3*c.LeaseRenewInterval+leaseMargin {
+		bad("RECONCILER_LEASE_TTL", "must be at least three renew intervals plus %s (%s), got %s", leaseMargin, 3*c.LeaseRenewInterval+leaseMargin, c.LeaseTTL)
+	}
+	if c.MaxProjects < 0 {
+		bad("RECONCILER_MAX_PROJECTS", "must not be negative, got %d", c.MaxProjects)
+	}
+	if len(c.ReplicaID) > 200 {
+		bad("RECONCILER_REPLICA_ID", "must be at most 200 characters")
+	}
 	if c.HTTPMaxResponseBytes < 1 {
 		bad("RECONCILER_HTTP_MAX_RESPONSE_BYTES", "must be positive, got %d", c.HTTPMaxResponseBytes)
 	}

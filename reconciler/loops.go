@@ -26,6 +26,9 @@ const NotifyChannel = "reconciler_projects"
 
 const pingPrefix = "ping:"
 
+// replicasPrefix marks notifications that a replica joined or is leaving.
+const replicasPrefix = "replicas:"
+
 // listen marks projects dirty as their notifications arrive. Every (re)connect runs a
 // full resync first, because notifications sent while disconnected are lost. A
 // connection that stops delivering (no ping comes back) is closed and replaced;
@@ -157,6 +160,12 @@ func (h listenHandler) HandleNotification(_ context.Context, n *pgconn.Notificat
 		h.r.lastPing.Store(time.Now().UnixNano()) // anyone's ping proves the connection delivers
 		return nil
 	}
+	if strings.HasPrefix(n.Payload, replicasPrefix) {
+		if n.Payload != replicasPrefix+h.r.replica {
+			h.r.wakeRenew()
+		}
+		return nil
+	}
 	id, err := uuid.Parse(n.Payload)
 	if err != nil {
 		return fmt.Errorf("notification payload %q is not a project id", n.Payload)
@@ -196,11 +205,22 @@ func (r *Reconciler) resync(ctx context.Context) error {
 		return fmt.Errorf("resync: list projects: %w", err)
 	}
 	seen := make(map[uuid.UUID]bool, len(states))
+	running := map[uuid.UUID]bool{}
 	for _, s := range states {
 		seen[s.ID] = true
+		if s.DesiredStatus == "running" {
+			running[s.ID] = true
+		}
+	}
+	r.own.replaceRunning(running)
+	for _, id := range r.own.reassign() {
+		r.queue.Add(id)
+	}
+	for _, s := range states {
+		mine := running[s.ID] && r.own.mine(s.ID)
 		a := r.actualOf(s.ID)
-		running := s.DesiredStatus == "running"
-		if running == a.Exists && (!running || a.Generation == s.Generation) {
+		_, held := r.own.holds(s.ID)
+		if mine == a.Exists && (!mine || a.Generation == s.Generation) && (mine || !held) {
 			continue
 		}
 		if r.failures.Waiting(s.ID) {
@@ -237,7 +257,7 @@ func (r *Reconciler) heartbeat(ctx context.Context) {
 			ids[i] = pw.id
 		}
 		hctx, cancel := context.WithTimeout(ctx, r.cfg.HeartbeatInterval)
-		if _, err := r.q.HeartbeatWorkers(hctx, ids); err != nil && ctx.Err() == nil {
+		if _, err := r.q.HeartbeatWorkers(hctx, db.HeartbeatWorkersParams{WorkerIds: ids, Replica: r.replica}); err != nil && ctx.Err() == nil {
 			r.log.Warn("heartbeat failed", "error", err, "workers", len(ids))
 		}
 		cancel()
@@ -306,7 +326,13 @@ func (r *Reconciler) janitor(ctx context.Context) {
 		if err := r.closeOrphans(jctx); err != nil && ctx.Err() == nil {
 			r.log.Warn("orphan check failed", "error", err)
 		}
+		if err := r.findDeadReplicas(jctx); err != nil && ctx.Err() == nil {
+			r.log.Warn("replica check failed", "error", err)
+		}
 		if time.Since(lastPrune) > time.Hour {
+			if _, err := r.q.DeleteStaleReplicas(jctx, r.cfg.RowRetention.Seconds()); err != nil && ctx.Err() == nil {
+				r.log.Warn("forgetting old replicas failed", "error", err)
+			}
 			n, err := r.q.PruneWorkers(jctx, r.cfg.RowRetention.Seconds())
 			if err != nil && ctx.Err() == nil {
 				r.log.Warn("pruning old worker rows failed", "error", err)

@@ -39,6 +39,11 @@ type Reconciler struct {
 	failures *failures
 	health   *pollHealth
 	rows     *rowWriter
+	own      *ownership
+
+	renewWake chan struct{}
+	dead      atomic.Pointer[[]string] // replicas of this host whose process is gone
+	announced atomic.Bool              // the other replicas were told this one joined
 
 	mu      sync.Mutex
 	workers map[uuid.UUID]*projectWorker
@@ -67,6 +72,10 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	var instance [6]byte
 	_, _ = rand.Read(instance[:])
 	q := db.New(pool)
+	replica := cfg.ReplicaID
+	if replica == "" {
+		replica = host + "-" + pid
+	}
 	return &Reconciler{
 		cfg:  cfg,
 		pool: pool,
@@ -85,13 +94,15 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		log:      log,
 		host:     host,
 		pid:      pid,
-		instance: hex.EncodeToString(instance[:]),
-		replica:  host + "-" + pid,
-		queue:    newQueue(),
-		failures: newFailures(cfg.BackoffBase, cfg.BackoffMax, cfg.BackoffResetAfter),
-		health:   health,
-		rows:     newRowWriter(q, host, pid, log),
-		workers:  map[uuid.UUID]*projectWorker{},
+		instance:  hex.EncodeToString(instance[:]),
+		replica:   replica,
+		queue:     newQueue(),
+		failures:  newFailures(cfg.BackoffBase, cfg.BackoffMax, cfg.BackoffResetAfter),
+		health:    health,
+		rows:      newRowWriter(q, host, pid, replica, log),
+		own:       newOwnership(replica, cfg.MaxProjects),
+		renewWake: make(chan struct{}, 1),
+		workers:   map[uuid.UUID]*projectWorker{},
 	}, nil
 }
 
@@ -109,6 +120,11 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		if err := r.closeOrphans(cctx); err != nil {
 			r.log.Warn("start-up cleanup of orphaned worker rows failed; the janitor retries", "error", err)
 		}
+		if err := r.findDeadReplicas(cctx); err != nil {
+			r.log.Warn("start-up check of the other replicas failed; the janitor retries", "error", err)
+		}
+		// Join the replicas (and learn the others) before the first reconcile.
+		r.renew(cctx)
 		cancel()
 		r.writer.Add(1)
 		go func() {
@@ -122,14 +138,14 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				r.work()
 			}()
 		}
-		for _, loop := range []func(context.Context){r.listen, r.poll, r.heartbeat, r.janitor} {
+		for _, loop := range []func(context.Context){r.listen, r.poll, r.heartbeat, r.janitor, r.renewLoop, r.fenceLoop} {
 			r.loops.Add(1)
 			go func() {
 				defer r.loops.Done()
 				loop(ctx)
 			}()
 		}
-		r.log.Info("reconciler started", "host", r.host, "pid", r.pid, "instance", r.instance, "concurrency", r.cfg.Concurrency)
+		r.log.Info("reconciler started", "replica", r.replica, "host", r.host, "pid", r.pid, "instance", r.instance, "concurrency", r.cfg.Concurrency)
 	})
 	return err
 }
@@ -144,12 +160,20 @@ func (r *Reconciler) Stop() {
 		if r.cancel == nil {
 			return
 		}
-		r.queue.ShutDown()
-		r.reconcile.Wait()
-
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
 		defer cancel()
+		// Leave the assignment first: the other replicas start taking over at once, and
+		// each lease is released as soon as its worker has stopped.
+		r.own.setDraining()
+		if err := r.q.SetDraining(ctx, r.replica); err != nil {
+			r.log.Warn("could not announce the shutdown to the other replicas", "error", err)
+		}
+		r.queue.ShutDown()
+		r.reconcile.Wait()
 		r.stopAll(ctx)
+		if err := r.q.RemoveReplica(ctx, r.replica); err != nil {
+			r.log.Warn("could not deregister the replica", "error", err)
+		}
 		if err := r.rows.Flush(ctx); err != nil {
 			r.log.Error("worker rows not written at shutdown", "error", err, "pending", r.rows.Pending())
 		}
@@ -204,35 +228,121 @@ type startError struct {
 func (e *startError) Error() string { return e.err.Error() }
 func (e *startError) Unwrap() error { return e.err }
 
-// reconcileProject is one observe -> plan -> act pass for one project.
+// reconcileProject is one observe -> plan -> act pass for one project. A project runs
+// here only while it is assigned to this replica and this replica holds its lease.
 func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) error {
 	d, err := r.observe(ctx, id)
 	if err != nil {
 		return err
 	}
+	r.own.setRunning(id, d.Exists && d.Running)
+	wanted := d.Exists && d.Running && r.own.mine(id)
+	lease, held := r.own.holds(id)
+	if !d.Exists && held {
+		r.own.dropLease(id) // deleted with its project
+		held = false
+	}
+	if wanted && !held {
+		var retryAt time.Time
+		lease, held, retryAt, err = r.acquire(ctx, id)
+		if err != nil {
+			return err
+		}
+		if !held {
+			// Another replica still holds it: try again when it runs out (a release
+			// notifies sooner).
+			r.queue.AddAfter(id, max(time.Until(retryAt), 0)+50*time.Millisecond)
+		}
+	}
+	d.Running = wanted && held
 	a := r.actualOf(id)
 	act := plan(d, a)
-	if act == actNone {
-		return nil
-	}
 	log := r.log.With("project_id", id, "action", act.String())
-	log.Debug("reconcile", "desired_generation", d.Generation, "actual_generation", a.Generation)
 	switch act {
+	case actNone:
+		if held && !wanted {
+			r.release(ctx, id, lease.Term, "", log) // no worker here to stop
+		}
+		return nil
 	case actStart:
-		return r.start(ctx, id, nil, log)
+		return r.start(ctx, id, nil, lease.Term, log)
 	case actRestart:
-		return r.start(ctx, id, r.worker(id), log)
+		return r.start(ctx, id, r.worker(id), lease.Term, log)
 	case actReload:
 		return r.reload(ctx, id, log)
 	case actStop:
 		reason := "desired_status is stopped"
-		if !d.Exists {
+		switch {
+		case !d.Exists:
 			reason = "project deleted"
+		case d.Exists && !wanted && r.own.isDraining():
+			reason = "shutdown"
+		case d.Exists && !wanted:
+			reason = "assigned to another replica"
 		}
 		r.stop(id, reason, log)
 		r.failures.Forget(id)
 	}
 	return nil
+}
+
+// acquire tries to take project id's lease. Without it, retryAt says when the
+// current holder's lease runs out.
+func (r *Reconciler) acquire(ctx context.Context, id uuid.UUID) (l heldLease, ok bool, retryAt time.Time, err error) {
+	var dead []string
+	if d := r.dead.Load(); d != nil {
+		dead = *d
+	}
+	sent := time.Now()
+	row, err := r.q.AcquireLease(ctx, db.AcquireLeaseParams{
+		ProjectID:         id,
+		Replica:           r.replica,
+		TtlSeconds:        r.cfg.LeaseTTL.Seconds(),
+		DeadReplicas:      dead,
+		StaleAfterSeconds: r.cfg.StaleAfter.Seconds(),
+	})
+	if errors.Is(err, pgx.ErrNoRows) {
+		return heldLease{}, false, time.Now().Add(r.cfg.LeaseRenewInterval), nil
+	}
+	if err != nil {
+		return heldLease{}, false, time.Time{}, fmt.Errorf("acquire lease of project %s: %w", id, err)
+	}
+	if !row.Acquired {
+		r.log.Debug("lease held by another replica", "project_id", id, "owner", row.Owner, "expires_at", row.ExpiresAt)
+		return heldLease{}, false, row.ExpiresAt, nil
+	}
+	l = heldLease{Term: row.Term, Expiry: sent.Add(r.cfg.LeaseTTL)}
+	r.own.setLease(id, l)
+	return l, true, time.Time{}, nil
+}
+
+// release gives project id's lease up and closes the row of the worker that ran under
+// it (workerID, if any); the other replicas are notified.
+func (r *Reconciler) release(ctx context.Context, id uuid.UUID, term int64, workerID string, log *slog.Logger) {
+	r.own.dropLease(id)
+	if _, err := r.q.ReleaseLease(ctx, db.ReleaseLeaseParams{ProjectID: id, Replica: r.replica, Term: term, WorkerID: workerID}); err != nil {
+		log.Warn("release lease failed; it expires by itself", "error", err, "term", term)
+	}
+}
+
+// fence stops project id's worker at once because this replica can no longer prove it
+// holds the lease: another replica may take the project over.
+func (r *Reconciler) fence(id uuid.UUID, reason string) {
+	r.own.dropLease(id)
+	r.mu.Lock()
+	pw := r.workers[id]
+	delete(r.workers, id)
+	r.mu.Unlock()
+	if pw == nil {
+		return
+	}
+	r.log.Warn("stopping worker: lease not held", "project_id", id, "worker_id", pw.id, "reason", reason)
+	r.rows.Put(r.row(pw, statusStopping, nil))
+	go func() {
+		pw.Stop() // pollers stop first; in-flight activities drain in the background
+		r.health.forget(pw.id)
+		r.rows.Put(r.row(pw, statusStopped, errors.New(reason)))
+	}()
 }
 
 // observe reads what the database wants for a project.
@@ -274,7 +384,7 @@ func (r *Reconciler) worker(id uuid.UUID) *projectWorker {
 
 // start starts a worker for the project; with old set, it replaces old once the new
 // one polls, so the task queue is never without a worker.
-func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker, log *slog.Logger) error {
+func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker, term int64, log *slog.Logger) error {
 	b, err := r.q.LoadProjectBundle(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil // deleted meanwhile: the delete's notification stops what runs
@@ -302,7 +412,7 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 		return err
 	}
 	pw.served.Store(set)
-	pw.generation, pw.startGeneration = b.Generation, b.Generation
+	pw.generation, pw.startGeneration, pw.leaseTerm = b.Generation, b.Generation, term
 	r.rows.Put(r.row(pw, statusStarting, nil))
 	r.health.watch(workerID)
 	if err := pw.w.Start(); err != nil {
@@ -316,7 +426,7 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 	r.rows.Put(r.row(pw, statusRunning, nil))
 	log.Info("worker running", "task_queue", b.TaskQueueName, "workflows", len(set.workflows), "invalid_workflows", len(set.errors))
 	if old != nil {
-		r.stopWorker(old, "replaced by "+workerID, log)
+		r.stopWorker(old, "replaced by "+workerID, false, log)
 	}
 	return nil
 }
@@ -342,16 +452,19 @@ func (r *Reconciler) reload(ctx context.Context, id uuid.UUID, log *slog.Logger)
 	return nil
 }
 
-// stop stops the project's worker, if one runs.
+// stop stops the project's worker, if one runs, and gives up its lease.
 func (r *Reconciler) stop(id uuid.UUID, reason string, log *slog.Logger) {
 	if pw := r.worker(id); pw != nil {
-		r.stopWorker(pw, reason, log)
+		r.stopWorker(pw, reason, true, log)
+	} else if l, held := r.own.holds(id); held {
+		r.release(context.Background(), id, l.Term, "", log)
 	}
 }
 
 // stopWorker drains one worker (in-flight activities get WorkerStopTimeout) and
-// writes stopping, then stopped.
-func (r *Reconciler) stopWorker(pw *projectWorker, reason string, log *slog.Logger) {
+// writes stopping, then stopped. With release, the project's lease is given up as soon
+// as the worker has stopped, so that another replica may start it at once.
+func (r *Reconciler) stopWorker(pw *projectWorker, reason string, release bool, log *slog.Logger) {
 	r.mu.Lock()
 	if r.workers[pw.project] == pw {
 		delete(r.workers, pw.project)
@@ -362,6 +475,13 @@ func (r *Reconciler) stopWorker(pw *projectWorker, reason string, log *slog.Logg
 	pw.Stop()
 	r.health.forget(pw.id)
 	r.rows.Put(r.row(pw, statusStopped, nil))
+	if release {
+		if l, held := r.own.holds(pw.project); held && l.Term == pw.leaseTerm {
+			ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ReconcileTimeout)
+			r.release(ctx, pw.project, pw.leaseTerm, pw.id, log)
+			cancel()
+		}
+	}
 	log.Info("worker stopped", "worker_id", pw.id, "reason", reason, "took", time.Since(began).Round(time.Millisecond))
 }
 
@@ -378,7 +498,7 @@ func (r *Reconciler) stopAll(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r.stopWorker(pw, "shutdown", r.log.With("project_id", pw.project))
+			r.stopWorker(pw, "shutdown", true, r.log.With("project_id", pw.project))
 		}()
 	}
 	done := make(chan struct{})
@@ -443,6 +563,7 @@ func (r *Reconciler) row(pw *projectWorker, status string, err error) workerRow 
 		Status:     status,
 		StartedAt:  pw.startedAt,
 		Generation: pw.generation,
+		LeaseTerm:  pw.leaseTerm,
 		Metadata:   md,
 	}
 	if status == statusStopped || status == statusFailed {
@@ -451,11 +572,12 @@ func (r *Reconciler) row(pw *projectWorker, status string, err error) workerRow 
 	return row
 }
 
-// newWorkerID names a worker instance: readable, and unique across hosts and restarts.
+// newWorkerID names a worker instance after its replica: readable, and unique across
+// hosts and restarts. It is also the worker's Temporal identity.
 func (r *Reconciler) newWorkerID() string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return fmt.Sprintf("%s-%s-%s", r.host, r.pid, hex.EncodeToString(b[:]))
+	return fmt.Sprintf("%s-%s", r.replica, hex.EncodeToString(b[:]))
 }
 
 // liveWorkers lists the workers this process runs now.

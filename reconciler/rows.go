@@ -31,6 +31,7 @@ type workerRow struct {
 	StartedAt  time.Time
 	StoppedAt  time.Time // zero while the worker lives
 	Generation int64
+	LeaseTerm  int64 // the project lease's term the worker runs under (fencing)
 	Metadata   map[string]any
 }
 
@@ -40,9 +41,9 @@ type workerRow struct {
 // so the rows catch up after a database outage, and only the newest state of each row
 // is written.
 type rowWriter struct {
-	q         *db.Queries
-	host, pid string
-	log       *slog.Logger
+	q                  *db.Queries
+	host, pid, replica string
+	log                *slog.Logger
 
 	mu      sync.Mutex
 	seq     uint64
@@ -56,8 +57,8 @@ type pendingRow struct {
 	metadata []byte
 }
 
-func newRowWriter(q *db.Queries, host, pid string, log *slog.Logger) *rowWriter {
-	return &rowWriter{q: q, host: host, pid: pid, log: log, pending: map[string]pendingRow{}, wake: make(chan struct{}, 1)}
+func newRowWriter(q *db.Queries, host, pid, replica string, log *slog.Logger) *rowWriter {
+	return &rowWriter{q: q, host: host, pid: pid, replica: replica, log: log, pending: map[string]pendingRow{}, wake: make(chan struct{}, 1)}
 }
 
 // Put records the new state of a row.
@@ -148,17 +149,16 @@ func (w *rowWriter) flushOnce(ctx context.Context) error {
 func (w *rowWriter) params(batch []pendingRow) db.UpsertWorkersParams {
 	n := len(batch)
 	p := db.UpsertWorkersParams{
+		Host: w.host, ProcessID: w.pid, Replica: w.replica,
 		WorkerIds: make([]string, n), ProjectIds: make([]uuid.UUID, n), TaskQueueNames: make([]string, n),
-		Statuses: make([]string, n), Hosts: make([]string, n), ProcessIds: make([]string, n),
-		StartedAts: make([]time.Time, n), StoppedAts: make([]time.Time, n), Generations: make([]int64, n),
-		Metadatas: make([][]byte, n),
+		Statuses: make([]string, n), StartedAts: make([]time.Time, n), StoppedAts: make([]time.Time, n),
+		Generations: make([]int64, n), LeaseTerms: make([]int64, n), Metadatas: make([][]byte, n),
 	}
 	for i, b := range batch {
 		r := b.row
 		p.WorkerIds[i], p.ProjectIds[i], p.TaskQueueNames[i] = r.WorkerID, r.ProjectID, r.TaskQueue
-		p.Statuses[i], p.Hosts[i], p.ProcessIds[i] = r.Status, w.host, w.pid
-		p.StartedAts[i], p.StoppedAts[i], p.Generations[i] = r.StartedAt, r.StoppedAt, r.Generation
-		p.Metadatas[i] = b.metadata
+		p.Statuses[i], p.StartedAts[i], p.StoppedAts[i] = r.Status, r.StartedAt, r.StoppedAt
+		p.Generations[i], p.LeaseTerms[i], p.Metadatas[i] = r.Generation, r.LeaseTerm, b.metadata
 	}
 	return p
 }

@@ -42,6 +42,7 @@ type projectWorker struct {
 	// Owned by the reconcile of this project (the queue never runs two at once).
 	generation      int64 // served now
 	startGeneration int64 // when the worker was started; reloads keep it
+	leaseTerm       int64 // the project lease's term it runs under
 
 	// Poll health as last reported in the row, owned by the health check.
 	pollMu    sync.Mutex

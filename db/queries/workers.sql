@@ -1,29 +1,38 @@
 -- name: UpsertWorkers :exec
--- Writes the latest known state of several workers in one statement. Each element is
--- a whole row, so re-applying it after a failed write is harmless. project_id is only
--- set on insert: a project deleted since then leaves it NULL (ON DELETE SET NULL).
+-- Writes the latest known state of several workers of one replica in one statement.
+-- Each element is a whole row, so re-applying it after a failed write is harmless.
+-- Fencing: a row is written only while its project's lease is still held by this
+-- replica under the worker's term; a closing write (stopping, stopped, failed) also
+-- when the lease was released or its project deleted, never once another replica
+-- holds it. project_id is set on insert only: a project deleted since then leaves it
+-- NULL (ON DELETE SET NULL).
 WITH u AS (
     SELECT unnest(@worker_ids::text[])            AS worker_id,
            unnest(@project_ids::uuid[])           AS project_id,
            unnest(@task_queue_names::text[])      AS task_queue_name,
            unnest(@statuses::text[])              AS status,
-           unnest(@hosts::text[])                 AS host,
-           unnest(@process_ids::text[])           AS process_id,
            unnest(@started_ats::timestamptz[])    AS started_at,
            -- Go's zero time stands for NULL: sqlc arrays cannot hold NULL elements.
            nullif(unnest(@stopped_ats::timestamptz[]), '0001-01-01 00:00:00+00') AS stopped_at,
            unnest(@generations::bigint[])         AS generation,
+           unnest(@lease_terms::bigint[])         AS lease_term,
            unnest(@metadatas::jsonb[])            AS metadata
+), allowed AS (
+    SELECT u.* FROM u
+    LEFT JOIN project_leases l ON l.project_id = u.project_id
+    WHERE (l.owner = @replica::text AND l.term = u.lease_term)
+       OR (u.status IN ('stopping', 'stopped', 'failed')
+           AND (l.project_id IS NULL OR l.owner IS NULL OR l.owner = @replica::text))
 )
 INSERT INTO workflow_workers AS ww (
-    worker_id, project_id, task_queue_name, status, host, process_id,
+    worker_id, project_id, task_queue_name, status, host, process_id, replica_id, lease_term,
     started_at, stopped_at, last_heartbeat, generation, metadata)
-SELECT u.worker_id, p.id, u.task_queue_name, u.status, u.host, u.process_id,
-       u.started_at, u.stopped_at,
-       CASE WHEN u.status IN ('starting', 'running') THEN now() END,
-       u.generation, u.metadata
-FROM u
-LEFT JOIN projects p ON p.id = u.project_id
+SELECT a.worker_id, p.id, a.task_queue_name, a.status, @host::text, @process_id::text, @replica::text, a.lease_term,
+       a.started_at, a.stopped_at,
+       CASE WHEN a.status IN ('starting', 'running') THEN now() END,
+       a.generation, a.metadata
+FROM allowed a
+LEFT JOIN projects p ON p.id = a.project_id
 ON CONFLICT (worker_id) DO UPDATE
 SET status         = excluded.status,
     stopped_at     = excluded.stopped_at,
@@ -32,11 +41,16 @@ SET status         = excluded.status,
     metadata       = excluded.metadata;
 
 -- name: HeartbeatWorkers :execrows
--- One statement per interval for all of this process's live workers.
-UPDATE workflow_workers
+-- One statement per interval for all of this replica's live workers, each only while
+-- the replica still holds its project's lease under the worker's term.
+UPDATE workflow_workers w
 SET last_heartbeat = now()
-WHERE worker_id = ANY(@worker_ids::text[])
-  AND status IN ('starting', 'running');
+FROM project_leases l
+WHERE w.worker_id = ANY(@worker_ids::text[])
+  AND w.status IN ('starting', 'running')
+  AND l.project_id = w.project_id
+  AND l.owner = @replica::text
+  AND l.term = w.lease_term;
 
 -- name: GetLatestWorker :one
 SELECT id, worker_id, project_id, task_queue_name, status, host, process_id,
