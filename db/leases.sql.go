@@ -186,37 +186,40 @@ func (q *Queries) RemoveReplica(ctx context.Context, replica string) error {
 }
 
 const renewLeases = `-- name: RenewLeases :many
-WITH me AS (
+WITH others AS (
+    SELECT replica_id, capacity
+    FROM reconciler_replicas
+    WHERE replica_id <> $1::text
+      AND NOT draining
+      AND heartbeat_at > now() - make_interval(secs => $2::float8)
+), me AS (
     INSERT INTO reconciler_replicas AS r (replica_id, host, process_id, capacity, draining, fences, heartbeat_at)
-    VALUES ($1::text, $2::text, $3::text, $4::int, $5::bool, $6::bool, now())
+    VALUES ($1::text, $3::text, $4::text, $5::int, $6::bool,
+            $7::bool OR EXISTS (SELECT 1 FROM others), now())
     ON CONFLICT (replica_id) DO UPDATE
     SET heartbeat_at = now(), capacity = excluded.capacity, draining = excluded.draining, fences = excluded.fences,
         host = excluded.host, process_id = excluded.process_id
     RETURNING 1
 ), renewed AS (
     UPDATE project_leases l
-    SET expires_at = now() + make_interval(secs => $7::float8)
+    SET expires_at = now() + make_interval(secs => $8::float8)
     WHERE l.owner = $1::text
     RETURNING l.project_id, l.term
 )
 SELECT 'lease'::text AS kind, project_id::text AS id, term AS n FROM renewed
 UNION ALL
-SELECT 'replica'::text, replica_id, capacity::bigint
-FROM reconciler_replicas
-WHERE replica_id <> $1::text
-  AND NOT draining
-  AND heartbeat_at > now() - make_interval(secs => $8::float8)
+SELECT 'replica'::text, replica_id, capacity::bigint FROM others
 `
 
 type RenewLeasesParams struct {
 	Replica             string  `json:"replica"`
+	ReplicaStaleSeconds float64 `json:"replica_stale_seconds"`
 	Host                string  `json:"host"`
 	ProcessID           string  `json:"process_id"`
 	Capacity            int32   `json:"capacity"`
 	Draining            bool    `json:"draining"`
 	Fences              bool    `json:"fences"`
 	TtlSeconds          float64 `json:"ttl_seconds"`
-	ReplicaStaleSeconds float64 `json:"replica_stale_seconds"`
 }
 
 type RenewLeasesRow struct {
@@ -229,17 +232,18 @@ type RenewLeasesRow struct {
 // every lease it still holds, and read the live replicas. Rows of kind 'lease' are the
 // leases it holds (id = project id, n = term); rows of kind 'replica' are the other
 // live replicas (id = replica id, n = capacity). A lease missing from the answer was
-// lost to another replica.
+// lost to another replica. The replica fences when it saw others lately (@fences) or
+// sees one now: the row says so in the same snapshot the answer comes from.
 func (q *Queries) RenewLeases(ctx context.Context, arg RenewLeasesParams) ([]RenewLeasesRow, error) {
 	rows, err := q.db.Query(ctx, renewLeases,
 		arg.Replica,
+		arg.ReplicaStaleSeconds,
 		arg.Host,
 		arg.ProcessID,
 		arg.Capacity,
 		arg.Draining,
 		arg.Fences,
 		arg.TtlSeconds,
-		arg.ReplicaStaleSeconds,
 	)
 	if err != nil {
 		return nil, err

@@ -26,6 +26,12 @@ func (r *Reconciler) renewLoop(ctx context.Context) {
 	}
 }
 
+// replicaStale is how long a replica may go without renewing before the others
+// leave it out of the assignment: half a lease, and at least three renewals.
+func (r *Reconciler) replicaStale() time.Duration {
+	return max(r.cfg.LeaseTTL/2, 3*r.cfg.LeaseRenewInterval)
+}
+
 // wakeRenew asks for a renewal (and a fresh view of the replicas) now.
 func (r *Reconciler) wakeRenew() {
 	select {
@@ -37,10 +43,11 @@ func (r *Reconciler) wakeRenew() {
 // renew is one renewal: extend the leases still held, learn the live replicas,
 // reassign, and act on the differences.
 func (r *Reconciler) renew(ctx context.Context) {
-	_, peers := r.own.counts()
-	fences := peers > 1 // not alone: stop workers rather than risk running them twice
+	// Not alone (lately): stop workers rather than risk running them twice. The others
+	// treat a replica that does not fence as possibly alive until StaleAfter.
+	fences := r.own.shouldFence(r.cfg.StaleAfter)
 	sent := time.Now()
-	rctx, cancel := context.WithTimeout(ctx, max(r.cfg.LeaseRenewInterval, time.Second))
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.LeaseTTL/4)
 	rows, err := r.q.RenewLeases(rctx, db.RenewLeasesParams{
 		Replica:             r.replica,
 		Host:                r.host,
@@ -49,7 +56,7 @@ func (r *Reconciler) renew(ctx context.Context) {
 		Draining:            r.own.isDraining(),
 		Fences:              fences,
 		TtlSeconds:          r.cfg.LeaseTTL.Seconds(),
-		ReplicaStaleSeconds: (3 * r.cfg.LeaseRenewInterval).Seconds(),
+		ReplicaStaleSeconds: r.replicaStale().Seconds(),
 	})
 	cancel()
 	if err != nil {
@@ -70,7 +77,8 @@ func (r *Reconciler) renew(ctx context.Context) {
 			others = append(others, replicaInfo{ID: row.ID, Capacity: int(row.N)})
 		}
 	}
-	lost, found := r.own.renewed(terms, sent.Add(r.cfg.LeaseTTL), fences)
+	// The statement recorded fences OR "another replica is live now": do the same here.
+	lost, found := r.own.renewed(terms, sent.Add(r.cfg.LeaseTTL), fences || len(others) > 0)
 	for _, id := range lost {
 		r.fence(id, "the lease was taken over by another replica")
 	}

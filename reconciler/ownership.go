@@ -43,7 +43,8 @@ type ownership struct {
 	stale    bool // running or others changed since the assignment was computed
 	leases   map[uuid.UUID]heldLease
 	draining bool
-	fences   bool // what the last successful renewal told the others
+	fences   bool      // what the last successful renewal told the others
+	peerSeen time.Time // when another live replica was last seen
 }
 
 func newOwnership(me string, capacity int) *ownership {
@@ -117,6 +118,9 @@ func (o *ownership) setOthers(others []replicaInfo) {
 	sort.Slice(others, func(i, j int) bool { return others[i].ID < others[j].ID })
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if len(others) > 0 {
+		o.peerSeen = time.Now()
+	}
 	if len(others) != len(o.others) {
 		o.stale = true
 	} else {
@@ -239,9 +243,18 @@ func (o *ownership) counts() (leases, replicas int) {
 	return len(o.leases), len(o.replicasLocked())
 }
 
+// shouldFence says whether this replica must stop its workers when it cannot renew:
+// it has seen another replica within window, which could take its projects over. A
+// replica that blinks out of view for a moment does not turn fencing off.
+func (o *ownership) shouldFence(window time.Duration) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return !o.peerSeen.IsZero() && time.Since(o.peerSeen) < window
+}
+
 // assign spreads projects over replicas: each project goes to the replica that ranks
 // it highest (rendezvous hashing) among those below their cap, where the cap is the
-// replica's capacity and at most 15% over an even share. Projects are taken in id
+// replica's capacity and at most 10% over an even share. Projects are taken in id
 // order, so every replica computes the same assignment from the same inputs; a replica
 // joining or leaving moves about 1/N of the projects. Projects beyond every cap are
 // left out.
@@ -253,7 +266,7 @@ func assign(projects []uuid.UUID, replicas []replicaInfo) map[uuid.UUID]string {
 	sort.Slice(projects, func(i, j int) bool {
 		return string(projects[i][:]) < string(projects[j][:])
 	})
-	even := int(math.Ceil(1.15 * float64(len(projects)) / float64(len(replicas))))
+	even := int(math.Ceil(1.1 * float64(len(projects)) / float64(len(replicas))))
 	load := make(map[string]int, len(replicas))
 	var spill []uuid.UUID
 	for _, p := range projects {

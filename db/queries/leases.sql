@@ -3,10 +3,18 @@
 -- every lease it still holds, and read the live replicas. Rows of kind 'lease' are the
 -- leases it holds (id = project id, n = term); rows of kind 'replica' are the other
 -- live replicas (id = replica id, n = capacity). A lease missing from the answer was
--- lost to another replica.
-WITH me AS (
+-- lost to another replica. The replica fences when it saw others lately (@fences) or
+-- sees one now: the row says so in the same snapshot the answer comes from.
+WITH others AS (
+    SELECT replica_id, capacity
+    FROM reconciler_replicas
+    WHERE replica_id <> @replica::text
+      AND NOT draining
+      AND heartbeat_at > now() - make_interval(secs => @replica_stale_seconds::float8)
+), me AS (
     INSERT INTO reconciler_replicas AS r (replica_id, host, process_id, capacity, draining, fences, heartbeat_at)
-    VALUES (@replica::text, @host::text, @process_id::text, @capacity::int, @draining::bool, @fences::bool, now())
+    VALUES (@replica::text, @host::text, @process_id::text, @capacity::int, @draining::bool,
+            @fences::bool OR EXISTS (SELECT 1 FROM others), now())
     ON CONFLICT (replica_id) DO UPDATE
     SET heartbeat_at = now(), capacity = excluded.capacity, draining = excluded.draining, fences = excluded.fences,
         host = excluded.host, process_id = excluded.process_id
@@ -19,11 +27,7 @@ WITH me AS (
 )
 SELECT 'lease'::text AS kind, project_id::text AS id, term AS n FROM renewed
 UNION ALL
-SELECT 'replica'::text, replica_id, capacity::bigint
-FROM reconciler_replicas
-WHERE replica_id <> @replica::text
-  AND NOT draining
-  AND heartbeat_at > now() - make_interval(secs => @replica_stale_seconds::float8);
+SELECT 'replica'::text, replica_id, capacity::bigint FROM others;
 
 -- name: AcquireLease :one
 -- Takes a project's lease when it is free, already ours (then the term stays), or

@@ -1,11 +1,12 @@
 -- name: UpsertWorkers :exec
 -- Writes the latest known state of several workers of one replica in one statement.
 -- Each element is a whole row, so re-applying it after a failed write is harmless.
--- Fencing: a row is written only while its project's lease is still held by this
--- replica under the worker's term; a closing write (stopping, stopped, failed) also
--- when the lease was released or its project deleted, never once another replica
--- holds it. project_id is set on insert only: a project deleted since then leaves it
--- NULL (ON DELETE SET NULL).
+-- Fencing: a row is written only while its project's lease still has the worker's term
+-- and is held by this replica — or, for a closing write (stopping, stopped, failed),
+-- was released by it since (the term stays until someone else takes the lease) or
+-- went with its deleted project. A late write of a replica whose lease was taken over
+-- never lands. project_id is set on insert only: a project deleted since then leaves
+-- it NULL (ON DELETE SET NULL).
 WITH u AS (
     SELECT unnest(@worker_ids::text[])            AS worker_id,
            unnest(@project_ids::uuid[])           AS project_id,
@@ -20,9 +21,9 @@ WITH u AS (
 ), allowed AS (
     SELECT u.* FROM u
     LEFT JOIN project_leases l ON l.project_id = u.project_id
-    WHERE (l.owner = @replica::text AND l.term = u.lease_term)
+    WHERE (l.term = u.lease_term AND l.owner = @replica::text)
        OR (u.status IN ('stopping', 'stopped', 'failed')
-           AND (l.project_id IS NULL OR l.owner IS NULL OR l.owner = @replica::text))
+           AND (l.project_id IS NULL OR (l.term = u.lease_term AND l.owner IS NULL)))
 )
 INSERT INTO workflow_workers AS ww (
     worker_id, project_id, task_queue_name, status, host, process_id, replica_id, lease_term,
