@@ -76,6 +76,12 @@ type Config struct {
 	// MaxProjects caps the projects this replica runs.
 	MaxProjects int `envconfig:"RECONCILER_MAX_PROJECTS"`
 
+	// OpsAddr is where /metrics, /healthz and /readyz are served ("off" disables).
+	OpsAddr string `envconfig:"RECONCILER_OPS_ADDR"`
+	// MetricsProjectLabels labels per-project metrics (ours and the SDK's) with
+	// project_id; turn it off for very large fleets.
+	MetricsProjectLabels bool `envconfig:"RECONCILER_METRICS_PROJECT_LABELS"`
+
 	// HTTPAllowPrivate lets http.request reach loopback, private and link-local
 	// addresses (refused by default: workflows run user code).
 	HTTPAllowPrivate bool `envconfig:"RECONCILER_HTTP_ALLOW_PRIVATE"`
@@ -121,6 +127,8 @@ func DefaultConfig() Config {
 		LeaseTTL:             13 * time.Second,
 		LeaseRenewInterval:   time.Second,
 		MaxProjects:          5000,
+		OpsAddr:              ":9090",
+		MetricsProjectLabels: true,
 		HTTPMaxResponseBytes: 5 << 20,
 		HTTPTimeout:          30 * time.Second,
 		ComponentTimeout:     10 * time.Second,

@@ -96,6 +96,19 @@ func (f *failures) WaitingOnTemporal() []uuid.UUID {
 	return ids
 }
 
+// CrashedWaiting counts projects whose worker failed and that wait for a restart.
+func (f *failures) CrashedWaiting() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n, now := 0, time.Now()
+	for _, rec := range f.byProject {
+		if rec.Crashes > 0 && now.Before(rec.NextRetry) {
+			n++
+		}
+	}
+	return n
+}
+
 // RetryNow marks id's retry as brought forward (once per failure).
 func (f *failures) RetryNow(id uuid.UUID) {
 	f.mu.Lock()

@@ -43,10 +43,17 @@ func testConfig(t testing.TB, db *testenv.DB) reconciler.Config {
 	cfg.ListenerPingInterval = time.Second
 	cfg.ListenerPingTimeout = 2 * time.Second
 	cfg.StaleAfter = 5 * time.Second
+	cfg.OpsAddr = "off"
 	return cfg
 }
 
 func startService(t testing.TB, db *testenv.DB, modify ...func(*reconciler.Config)) *service {
+	t.Helper()
+	return startServiceLogging(t, db, testLogger(t), modify...)
+}
+
+// startServiceLogging is startService with the service's logs going to log.
+func startServiceLogging(t testing.TB, db *testenv.DB, log *slog.Logger, modify ...func(*reconciler.Config)) *service {
 	t.Helper()
 	cfg := testConfig(t, db)
 	for _, m := range modify {
@@ -55,7 +62,6 @@ func startService(t testing.TB, db *testenv.DB, modify ...func(*reconciler.Confi
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	log := testLogger(t)
 	pool, err := pgxpool.New(context.Background(), cfg.DatabaseURL)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ func (r *Reconciler) renewLoop(ctx context.Context) {
 		case <-ticker.C:
 		case <-r.renewWake:
 		}
+		tick(&r.ticks.renew)
 		r.renew(ctx)
 	}
 }
@@ -59,6 +60,7 @@ func (r *Reconciler) renew(ctx context.Context) {
 		ReplicaStaleSeconds: r.replicaStale().Seconds(),
 	})
 	cancel()
+	r.metrics.renewSeconds.Observe(time.Since(sent).Seconds())
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("lease renewal failed", "error", err)
@@ -105,6 +107,7 @@ func (r *Reconciler) fenceLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-ticker.C:
+			tick(&r.ticks.fence)
 			for _, id := range r.own.expiring(now) {
 				r.fence(id, "the lease could not be renewed in time; stopping before another replica may take the project over")
 			}

@@ -43,6 +43,9 @@ func (r *Reconciler) listen(ctx context.Context) {
 	l := &pgxlisten.Listener{
 		Connect: func(ctx context.Context) (*pgx.Conn, error) {
 			mu.Lock()
+			if attempts > 0 {
+				r.metrics.listenerReconnect.Inc()
+			}
 			if !connectedAt.IsZero() && time.Since(connectedAt) > 30*time.Second {
 				attempts = 0 // the last connection was healthy for a while
 			}
@@ -170,6 +173,7 @@ func (h listenHandler) HandleNotification(_ context.Context, n *pgconn.Notificat
 	if err != nil {
 		return fmt.Errorf("notification payload %q is not a project id", n.Payload)
 	}
+	h.r.noticed.LoadOrStore(id, time.Now())
 	h.r.queue.Add(id)
 	return nil
 }
@@ -200,6 +204,8 @@ func (r *Reconciler) poll(ctx context.Context) {
 // process runs and marks the differences dirty. It reads three columns per project and
 // no definitions: the reconcile of a dirty project reads the rest.
 func (r *Reconciler) resync(ctx context.Context) error {
+	began := time.Now()
+	defer func() { r.metrics.resyncSeconds.Observe(time.Since(began).Seconds()) }()
 	states, err := r.q.ListProjectStates(ctx)
 	if err != nil {
 		return fmt.Errorf("resync: list projects: %w", err)
@@ -247,6 +253,7 @@ func (r *Reconciler) heartbeat(ctx context.Context) {
 			return
 		case <-ticker.C:
 		}
+		tick(&r.ticks.heartbeat)
 		r.retryWhenTemporalAnswers(ctx)
 		workers := r.liveWorkers()
 		if len(workers) == 0 {
@@ -257,9 +264,11 @@ func (r *Reconciler) heartbeat(ctx context.Context) {
 			ids[i] = pw.id
 		}
 		hctx, cancel := context.WithTimeout(ctx, r.cfg.HeartbeatInterval)
+		began := time.Now()
 		if _, err := r.q.HeartbeatWorkers(hctx, db.HeartbeatWorkersParams{WorkerIds: ids, Replica: r.replica}); err != nil && ctx.Err() == nil {
 			r.log.Warn("heartbeat failed", "error", err, "workers", len(ids))
 		}
+		r.metrics.heartbeatSeconds.Observe(time.Since(began).Seconds())
 		cancel()
 		r.checkPolls(workers)
 	}

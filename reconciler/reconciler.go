@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -45,6 +46,15 @@ type Reconciler struct {
 	dead      atomic.Pointer[[]string] // replicas of this host whose process is gone
 	announced atomic.Bool              // the other replicas were told this one joined
 
+	metrics  *metrics
+	queues   *sync.Map // task queue -> project id, for the SDK's logs and metrics
+	noticed  sync.Map  // project id -> when its notification arrived
+	ticks    loopTicks
+	stopping atomic.Bool
+	ops      *http.Server
+	opsAddr  atomic.Value
+	opsDone  chan struct{}
+
 	mu      sync.Mutex
 	workers map[uuid.UUID]*projectWorker
 
@@ -65,7 +75,9 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	host, _ := os.Hostname()
 	pid := strconv.Itoa(os.Getpid())
 	health := newPollHealth()
-	tc, err := newTemporalClient(cfg, log, health)
+	m := newMetrics(cfg.MetricsProjectLabels)
+	queues := &sync.Map{}
+	tc, err := newTemporalClient(cfg, log, health, queues, newSDKMetrics(m.registry, cfg.MetricsProjectLabels, queues))
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +88,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	if replica == "" {
 		replica = host + "-" + pid
 	}
-	return &Reconciler{
+	r := &Reconciler{
 		cfg:  cfg,
 		pool: pool,
 		q:    q,
@@ -99,11 +111,15 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		queue:     newQueue(),
 		failures:  newFailures(cfg.BackoffBase, cfg.BackoffMax, cfg.BackoffResetAfter),
 		health:    health,
-		rows:      newRowWriter(q, host, pid, replica, log),
+		rows:      newRowWriter(q, host, pid, replica, log, m.rowWriteSeconds),
 		own:       newOwnership(replica, cfg.MaxProjects),
 		renewWake: make(chan struct{}, 1),
 		workers:   map[uuid.UUID]*projectWorker{},
-	}, nil
+		metrics:   m,
+		queues:    queues,
+	}
+	m.registry.MustRegister(newStateCollector(r))
+	return r, nil
 }
 
 // Temporal is the client the workers use (for `reconciler dev` to run the demo).
@@ -114,7 +130,10 @@ func (r *Reconciler) Temporal() client.Client { return r.shared.temporal }
 func (r *Reconciler) Start(ctx context.Context) error {
 	err := errors.New("reconciler already started")
 	r.startOnce.Do(func() {
-		err = nil
+		if err = r.startOps(); err != nil {
+			r.shared.temporal.Close()
+			return
+		}
 		ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := r.closeOrphans(cctx); err != nil {
@@ -160,6 +179,8 @@ func (r *Reconciler) Stop() {
 		if r.cancel == nil {
 			return
 		}
+		defer r.stopOps()
+		r.stopping.Store(true)
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ShutdownTimeout)
 		defer cancel()
 		// Leave the assignment first: the other replicas start taking over at once, and
@@ -203,17 +224,25 @@ func (r *Reconciler) work() {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ReconcileTimeout)
-		err := r.reconcileProject(ctx, id)
+		began := time.Now()
+		act, err := r.reconcileProject(ctx, id)
 		cancel()
+		outcome := "ok"
 		if err != nil {
+			outcome = "error"
 			var se *startError
 			crashed := errors.As(err, &se)
 			delay, rec := r.failures.Fail(id, err.Error(), crashed, transientError(err))
 			if crashed {
+				r.metrics.failures.WithLabelValues(r.metrics.project(id)...).Inc()
 				r.rows.Put(r.row(se.pw, statusFailed, se.err))
 			}
 			r.log.Warn("reconcile failed", "project_id", id, "error", err, "failures", rec.Consecutive, "retry_in", delay.Round(time.Millisecond))
 			r.queue.AddAfter(id, delay)
+		}
+		r.metrics.reconcileSeconds.WithLabelValues(act.String(), outcome).Observe(time.Since(began).Seconds())
+		if noticed, ok := r.noticed.LoadAndDelete(id); ok && err == nil && act != actNone {
+			r.metrics.notifyToApplied.Observe(time.Since(noticed.(time.Time)).Seconds())
 		}
 		r.queue.Done(id)
 	}
@@ -230,10 +259,10 @@ func (e *startError) Unwrap() error { return e.err }
 
 // reconcileProject is one observe -> plan -> act pass for one project. A project runs
 // here only while it is assigned to this replica and this replica holds its lease.
-func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) error {
+func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) (action, error) {
 	d, err := r.observe(ctx, id)
 	if err != nil {
-		return err
+		return actNone, err
 	}
 	r.own.setRunning(id, d.Exists && d.Running)
 	wanted := d.Exists && d.Running && r.own.mine(id)
@@ -246,7 +275,7 @@ func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) error {
 		var retryAt time.Time
 		lease, held, retryAt, err = r.acquire(ctx, id)
 		if err != nil {
-			return err
+			return actNone, err
 		}
 		if !held {
 			// Another replica still holds it: try again when it runs out (a release
@@ -263,13 +292,13 @@ func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) error {
 		if held && !wanted {
 			r.release(ctx, id, lease.Term, "", log) // no worker here to stop
 		}
-		return nil
+		return act, nil
 	case actStart:
-		return r.start(ctx, id, nil, lease.Term, log)
+		return act, r.start(ctx, id, nil, lease.Term, log)
 	case actRestart:
-		return r.start(ctx, id, r.worker(id), lease.Term, log)
+		return act, r.start(ctx, id, r.worker(id), lease.Term, log)
 	case actReload:
-		return r.reload(ctx, id, log)
+		return act, r.reload(ctx, id, log)
 	case actStop:
 		reason := "desired_status is stopped"
 		switch {
@@ -283,7 +312,7 @@ func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) error {
 		r.stop(id, reason, log)
 		r.failures.Forget(id)
 	}
-	return nil
+	return act, nil
 }
 
 // acquire tries to take project id's lease. Without it, retryAt says when the
@@ -341,6 +370,7 @@ func (r *Reconciler) fence(id uuid.UUID, reason string) {
 	go func() {
 		pw.Stop() // pollers stop first; in-flight activities drain in the background
 		r.health.forget(pw.id)
+		r.forgetQueue(pw)
 		r.rows.Put(r.row(pw, statusStopped, errors.New(reason)))
 	}()
 }
@@ -415,10 +445,14 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 	pw.generation, pw.startGeneration, pw.leaseTerm = b.Generation, b.Generation, term
 	r.rows.Put(r.row(pw, statusStarting, nil))
 	r.health.watch(workerID)
+	r.queues.Store(pw.taskQueue, id.String())
 	if err := pw.w.Start(); err != nil {
 		pw.Stop()
 		r.health.forget(workerID)
 		return &startError{pw: pw, err: fmt.Errorf("start worker for project %s: %w", id, err)}
+	}
+	if r.failures.Get(id).Crashes > 0 && (old == nil || old.crashed) {
+		r.metrics.restarts.WithLabelValues(r.metrics.project(id)...).Inc()
 	}
 	r.mu.Lock()
 	r.workers[id] = pw
@@ -474,6 +508,7 @@ func (r *Reconciler) stopWorker(pw *projectWorker, reason string, release bool, 
 	began := time.Now()
 	pw.Stop()
 	r.health.forget(pw.id)
+	r.forgetQueue(pw)
 	r.rows.Put(r.row(pw, statusStopped, nil))
 	if release {
 		if l, held := r.own.holds(pw.project); held && l.Term == pw.leaseTerm {
@@ -525,14 +560,26 @@ func (r *Reconciler) fatal(id uuid.UUID, workerID string, err error, transient b
 	}
 	delete(r.workers, id)
 	r.mu.Unlock()
+	pw.crashed = true
+	r.metrics.failures.WithLabelValues(r.metrics.project(id)...).Inc()
 	delay, rec := r.failures.Fail(id, err.Error(), true, transient)
 	r.log.Error("worker failed", "project_id", id, "worker_id", workerID, "error", err, "restarts", rec.Crashes, "retry_in", delay.Round(time.Millisecond))
 	r.rows.Put(r.row(pw, statusFailed, err))
 	go func() {
 		pw.Stop()
 		r.health.forget(workerID)
+		r.forgetQueue(pw)
 	}()
 	r.queue.AddAfter(id, delay)
+}
+
+// forgetQueue drops pw's task queue from the project map of the SDK's logs and
+// metrics, unless another worker of the project now polls it.
+func (r *Reconciler) forgetQueue(pw *projectWorker) {
+	if cur := r.worker(pw.project); cur != nil && cur.taskQueue == pw.taskQueue {
+		return
+	}
+	r.queues.CompareAndDelete(pw.taskQueue, pw.project.String())
 }
 
 // row is the whole workflow_workers row of a worker in a given status.

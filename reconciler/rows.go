@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowbuilder/reconciler/db"
 )
@@ -44,6 +45,7 @@ type rowWriter struct {
 	q                  *db.Queries
 	host, pid, replica string
 	log                *slog.Logger
+	latency            prometheus.Observer
 
 	mu      sync.Mutex
 	seq     uint64
@@ -57,8 +59,9 @@ type pendingRow struct {
 	metadata []byte
 }
 
-func newRowWriter(q *db.Queries, host, pid, replica string, log *slog.Logger) *rowWriter {
-	return &rowWriter{q: q, host: host, pid: pid, replica: replica, log: log, pending: map[string]pendingRow{}, wake: make(chan struct{}, 1)}
+func newRowWriter(q *db.Queries, host, pid, replica string, log *slog.Logger, latency prometheus.Observer) *rowWriter {
+	return &rowWriter{q: q, host: host, pid: pid, replica: replica, log: log, latency: latency,
+		pending: map[string]pendingRow{}, wake: make(chan struct{}, 1)}
 }
 
 // Put records the new state of a row.
@@ -131,7 +134,9 @@ func (w *rowWriter) flushOnce(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 
+	began := time.Now()
 	err := w.q.UpsertWorkers(ctx, w.params(batch))
+	w.latency.Observe(time.Since(began).Seconds())
 
 	w.mu.Lock()
 	defer w.mu.Unlock()

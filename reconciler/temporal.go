@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
@@ -12,13 +13,16 @@ import (
 
 // newTemporalClient makes the one client every project's worker shares. It is lazy: it
 // connects on first use, so the service starts while Temporal is down and its workers
-// report the outage in their rows instead. Every poll goes through health.
-func newTemporalClient(cfg Config, log *slog.Logger, health *pollHealth) (client.Client, error) {
+// report the outage in their rows instead. Every poll goes through health; the SDK's
+// log lines and metrics name the project of the task queue they are about.
+func newTemporalClient(cfg Config, log *slog.Logger, health *pollHealth, projects *sync.Map, metrics client.MetricsHandler) (client.Client, error) {
 	level, _ := parseLevel(cfg.TemporalLogLevel)
+	handler := projectTagger{Handler: minLevel{log.Handler(), level}, projects: projects}
 	c, err := client.NewLazyClient(client.Options{
-		HostPort:  cfg.TemporalAddress,
-		Namespace: cfg.TemporalNamespace,
-		Logger:    tlog.NewStructuredLogger(slog.New(minLevel{log.Handler(), level}).With("component", "temporal-sdk")),
+		HostPort:       cfg.TemporalAddress,
+		Namespace:      cfg.TemporalNamespace,
+		Logger:         tlog.NewStructuredLogger(slog.New(handler).With("component", "temporal-sdk")),
+		MetricsHandler: metrics,
 		ConnectionOptions: client.ConnectionOptions{
 			DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(health.interceptor())},
 		},
@@ -46,4 +50,56 @@ func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{h.Handler.WithGroup(name), h.level}
+}
+
+// sdkTaskQueueKey is the attribute the SDK names the task queue with in its logs.
+const sdkTaskQueueKey = "TaskQueue"
+
+// projectTagger adds project_id to SDK log records that name a project's task queue,
+// so that the SDK's lines about a worker read like the service's own. The SDK binds the
+// task queue to its loggers when a worker is built, before the reconciler knows the
+// worker will start, so the project is looked up when a line is written.
+type projectTagger struct {
+	slog.Handler
+	projects *sync.Map // task queue -> project id
+	queue    string    // the task queue bound with WithAttrs, if any
+}
+
+func (h projectTagger) lookup(queue string) (string, bool) {
+	id, ok := h.projects.Load(queue)
+	if !ok {
+		return "", false
+	}
+	return id.(string), true
+}
+
+func (h projectTagger) WithAttrs(attrs []slog.Attr) slog.Handler {
+	queue := h.queue
+	for _, a := range attrs {
+		if a.Key == sdkTaskQueueKey {
+			queue = a.Value.String()
+		}
+	}
+	return projectTagger{Handler: h.Handler.WithAttrs(attrs), projects: h.projects, queue: queue}
+}
+
+func (h projectTagger) WithGroup(name string) slog.Handler {
+	return projectTagger{Handler: h.Handler.WithGroup(name), projects: h.projects, queue: h.queue}
+}
+
+func (h projectTagger) Handle(ctx context.Context, r slog.Record) error {
+	queue := h.queue
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == sdkTaskQueueKey {
+			queue = a.Value.String()
+			return false
+		}
+		return true
+	})
+	if queue != "" {
+		if id, ok := h.lookup(queue); ok {
+			r.AddAttrs(slog.String("project_id", id))
+		}
+	}
+	return h.Handler.Handle(ctx, r)
 }

@@ -43,6 +43,7 @@ type projectWorker struct {
 	generation      int64 // served now
 	startGeneration int64 // when the worker was started; reloads keep it
 	leaseTerm       int64 // the project lease's term it runs under
+	crashed         bool  // it ended in failure (set by fatal)
 
 	// Poll health as last reported in the row, owned by the health check.
 	pollMu    sync.Mutex

@@ -142,5 +142,6 @@ func ServiceEnv(t testing.TB, db *DB, extra ...string) []string {
 		"RECONCILER_POLL_INTERVAL=5s",
 		"RECONCILER_HTTP_ALLOW_PRIVATE=true",
 		"RECONCILER_LOG_LEVEL=debug",
+		"RECONCILER_OPS_ADDR=127.0.0.1:0",
 	}, extra...)
 }

@@ -1,0 +1,348 @@
+package reconciler
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	sdkmetrics "go.temporal.io/sdk/client"
+)
+
+// metrics are the service's Prometheus metrics. Per-project labels can be dropped for
+// very large fleets (RECONCILER_METRICS_PROJECT_LABELS=false).
+type metrics struct {
+	registry   *prometheus.Registry
+	perProject bool
+
+	reconcileSeconds  *prometheus.HistogramVec // action, outcome
+	notifyToApplied   prometheus.Histogram
+	restarts          *prometheus.CounterVec // project_id
+	failures          *prometheus.CounterVec // project_id
+	heartbeatSeconds  prometheus.Histogram
+	renewSeconds      prometheus.Histogram
+	listenerReconnect prometheus.Counter
+	resyncSeconds     prometheus.Histogram
+	rowWriteSeconds   prometheus.Histogram
+}
+
+var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+func newMetrics(perProject bool) *metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	projectLabels := []string{"project_id"}
+	if !perProject {
+		projectLabels = nil
+	}
+	m := &metrics{
+		registry:   reg,
+		perProject: perProject,
+		reconcileSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "reconciler_reconcile_duration_seconds",
+			Help:    "Duration of one reconcile of one project, by action (none, start, stop, reload, restart) and outcome (ok, error).",
+			Buckets: latencyBuckets,
+		}, []string{"action", "outcome"}),
+		notifyToApplied: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "reconciler_notify_to_applied_seconds",
+			Help:    "From a project's notification arriving to its reconcile having applied the change (start, stop, reload, restart).",
+			Buckets: latencyBuckets,
+		}),
+		restarts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciler_worker_restarts_total",
+			Help: "Workers started again after their project's previous worker failed.",
+		}, projectLabels),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconciler_worker_failures_total",
+			Help: "Workers that failed: could not start, crashed, or could not poll.",
+		}, projectLabels),
+		heartbeatSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "reconciler_heartbeat_write_seconds",
+			Help:    "Latency of the one heartbeat statement per interval.",
+			Buckets: latencyBuckets,
+		}),
+		renewSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "reconciler_lease_renewal_seconds",
+			Help:    "Latency of the one lease renewal statement per interval.",
+			Buckets: latencyBuckets,
+		}),
+		listenerReconnect: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "reconciler_listener_reconnects_total",
+			Help: "Connections the LISTEN side had to make again (each is followed by a full resync).",
+		}),
+		resyncSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "reconciler_resync_duration_seconds",
+			Help:    "Duration of the resync poll (reads every project's desired status and generation).",
+			Buckets: latencyBuckets,
+		}),
+		rowWriteSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "reconciler_row_write_seconds",
+			Help:    "Latency of one batched write of workflow_workers rows.",
+			Buckets: latencyBuckets,
+		}),
+	}
+	reg.MustRegister(m.reconcileSeconds, m.notifyToApplied, m.restarts, m.failures, m.heartbeatSeconds,
+		m.renewSeconds, m.listenerReconnect, m.resyncSeconds, m.rowWriteSeconds)
+	return m
+}
+
+// project returns the label values of a per-project metric.
+func (m *metrics) project(id uuid.UUID) []string {
+	if !m.perProject {
+		return nil
+	}
+	return []string{id.String()}
+}
+
+// stateCollector reports, at scrape time, what the reconciler holds.
+type stateCollector struct {
+	r       *Reconciler
+	workers *prometheus.Desc
+	leases  *prometheus.Desc
+	queue   *prometheus.Desc
+	pending *prometheus.Desc
+}
+
+func newStateCollector(r *Reconciler) *stateCollector {
+	return &stateCollector{
+		r:       r,
+		workers: prometheus.NewDesc("reconciler_workers", "Workers of this replica by state: running, polling_error (running, polls failing), backoff (failed, waiting to restart).", []string{"state"}, nil),
+		leases:  prometheus.NewDesc("reconciler_leases_held", "Project leases this replica holds.", nil, nil),
+		queue:   prometheus.NewDesc("reconciler_queue_depth", "Projects marked dirty and waiting for a reconcile.", nil, nil),
+		pending: prometheus.NewDesc("reconciler_rows_pending", "workflow_workers rows not written yet (the database is slow or down).", nil, nil),
+	}
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.workers
+	ch <- c.leases
+	ch <- c.queue
+	ch <- c.pending
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	running, pollErr := 0, 0
+	for _, pw := range c.r.liveWorkers() {
+		if msg, _ := pw.pollProblem(); msg != "" {
+			pollErr++
+		} else {
+			running++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(running), "running")
+	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(pollErr), "polling_error")
+	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(c.r.failures.CrashedWaiting()), "backoff")
+	leases, _ := c.r.own.counts()
+	ch <- prometheus.MustNewConstMetric(c.leases, prometheus.GaugeValue, float64(leases))
+	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(c.r.queue.Len()))
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(c.r.rows.Pending()))
+}
+
+// sdkMetrics is the Temporal SDK's metrics handler, recording into the service's
+// registry. The SDK tags worker metrics with the task queue; that becomes a project_id
+// label, or, without per-project labels, every per-project tag is dropped.
+type sdkMetrics struct {
+	reg        *prometheus.Registry
+	perProject bool
+	projects   *sync.Map // task queue -> project id
+	tags       map[string]string
+
+	mu   *sync.Mutex
+	vecs map[string]*sdkVec
+}
+
+type sdkVec struct {
+	labels    []string
+	counter   *prometheus.CounterVec
+	gauge     *prometheus.GaugeVec
+	histogram *prometheus.HistogramVec
+}
+
+// perProjectTags are the SDK tags whose values multiply with the number of projects.
+var perProjectTags = map[string]bool{"task_queue": true, "workflow_type": true, "activity_type": true}
+
+func newSDKMetrics(reg *prometheus.Registry, perProject bool, projects *sync.Map) *sdkMetrics {
+	return &sdkMetrics{reg: reg, perProject: perProject, projects: projects, tags: map[string]string{},
+		mu: &sync.Mutex{}, vecs: map[string]*sdkVec{}}
+}
+
+func (h *sdkMetrics) WithTags(tags map[string]string) sdkmetrics.MetricsHandler {
+	merged := make(map[string]string, len(h.tags)+len(tags))
+	for k, v := range h.tags {
+		merged[k] = v
+	}
+	for k, v := range tags {
+		merged[k] = v
+	}
+	c := *h
+	c.tags = merged
+	return &c
+}
+
+// labels turns the handler's tags into label names and values.
+func (h *sdkMetrics) labels() ([]string, []string) {
+	tags := map[string]string{}
+	for k, v := range h.tags {
+		if perProjectTags[k] && !h.perProject {
+			continue
+		}
+		tags[sanitize(k)] = v
+	}
+	if q, ok := h.tags["task_queue"]; ok && h.perProject {
+		if id, ok := h.projects.Load(q); ok {
+			tags["project_id"] = id.(string)
+		}
+	}
+	names := make([]string, 0, len(tags))
+	for k := range tags {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	values := make([]string, len(names))
+	for i, n := range names {
+		values[i] = tags[n]
+	}
+	return names, values
+}
+
+// vec finds or registers the vector of a metric. Its label names are fixed at first
+// use; later uses with other tags fill missing labels with "" and drop unknown ones.
+func (h *sdkMetrics) vec(name, kind string) (*sdkVec, []string) {
+	names, values := h.labels()
+	name = sanitize(name)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	v, ok := h.vecs[name]
+	if !ok {
+		v = &sdkVec{labels: names}
+		help := "Temporal SDK metric " + name + "."
+		switch kind {
+		case "counter":
+			v.counter = prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, names)
+			_ = h.reg.Register(v.counter)
+		case "gauge":
+			v.gauge = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, names)
+			_ = h.reg.Register(v.gauge)
+		default:
+			v.histogram = prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name + "_seconds", Help: help, Buckets: latencyBuckets}, names)
+			_ = h.reg.Register(v.histogram)
+		}
+		h.vecs[name] = v
+	}
+	if len(v.labels) == len(names) && equal(v.labels, names) {
+		return v, values
+	}
+	byName := map[string]string{}
+	for i, n := range names {
+		byName[n] = values[i]
+	}
+	fitted := make([]string, len(v.labels))
+	for i, n := range v.labels {
+		fitted[i] = byName[n]
+	}
+	return v, fitted
+}
+
+// The SDK may obtain a metric when a worker is built, before the reconciler maps its
+// task queue to the project: until the project is known, each use looks again.
+func (h *sdkMetrics) resolved() bool {
+	if !h.perProject {
+		return true
+	}
+	q, ok := h.tags["task_queue"]
+	if !ok {
+		return true
+	}
+	_, known := h.projects.Load(q)
+	return known
+}
+
+// child finds the labelled metric of name; it is cached once the project is known.
+func child[M any](h *sdkMetrics, name, kind string, cache *atomic.Pointer[M], pick func(*sdkVec, []string) (M, bool)) (M, bool) {
+	if m := cache.Load(); m != nil {
+		return *m, true
+	}
+	v, values := h.vec(name, kind)
+	m, ok := pick(v, values)
+	if ok && h.resolved() {
+		cache.Store(&m)
+	}
+	return m, ok
+}
+
+func (h *sdkMetrics) Counter(name string) sdkmetrics.MetricsCounter {
+	var cache atomic.Pointer[prometheus.Counter]
+	return counterFunc(func(n int64) {
+		if c, ok := child(h, name, "counter", &cache, func(v *sdkVec, values []string) (prometheus.Counter, bool) {
+			if v.counter == nil {
+				return nil, false
+			}
+			return v.counter.WithLabelValues(values...), true
+		}); ok {
+			c.Add(float64(n))
+		}
+	})
+}
+
+func (h *sdkMetrics) Gauge(name string) sdkmetrics.MetricsGauge {
+	var cache atomic.Pointer[prometheus.Gauge]
+	return gaugeFunc(func(f float64) {
+		if g, ok := child(h, name, "gauge", &cache, func(v *sdkVec, values []string) (prometheus.Gauge, bool) {
+			if v.gauge == nil {
+				return nil, false
+			}
+			return v.gauge.WithLabelValues(values...), true
+		}); ok {
+			g.Set(f)
+		}
+	})
+}
+
+func (h *sdkMetrics) Timer(name string) sdkmetrics.MetricsTimer {
+	var cache atomic.Pointer[prometheus.Observer]
+	return timerFunc(func(d time.Duration) {
+		if o, ok := child(h, name, "timer", &cache, func(v *sdkVec, values []string) (prometheus.Observer, bool) {
+			if v.histogram == nil {
+				return nil, false
+			}
+			return v.histogram.WithLabelValues(values...), true
+		}); ok {
+			o.Observe(d.Seconds())
+		}
+	})
+}
+
+type counterFunc func(int64)
+
+func (f counterFunc) Inc(n int64) { f(n) }
+
+type gaugeFunc func(float64)
+
+func (f gaugeFunc) Update(v float64) { f(v) }
+
+type timerFunc func(time.Duration)
+
+func (f timerFunc) Record(d time.Duration) { f(d) }
+
+func equal(a, b []string) bool {
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// sanitize makes a Prometheus metric or label name.
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c == '_' || c == ':' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
