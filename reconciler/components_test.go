@@ -36,14 +36,14 @@ func TestHostileComponentsFailOnlyTheirOwnActivity(t *testing.T) {
 	db := testenv.Database(t)
 	tc := testenv.TemporalClient(t)
 	startService(t, db, func(c *reconciler.Config) {
-		c.ComponentTimeout = 2 * time.Second
+		c.ComponentTimeout = 5 * time.Second
 		c.ComponentMemoryMB = 32
 	})
 
 	hostile, hq := project(t, db.Pool)
 	hostileCode := map[string]string{
 		"spin":   `function spin() { while (true) {} }`,
-		"hog":    `function hog() { const a = []; for (;;) a.push("x".repeat(1 << 20) + a.length) }`,
+		"hog":    `function hog() { const a = []; for (;;) a.push("x".repeat(1 << 22) + a.length) }`,
 		"big":    `function big() { return "x".repeat(2e9) }`,
 		"escape": `function escape(what) { if (what === "require") return require("child_process"); if (what === "process") return process.exit(1); return fetch("http://example.com") }`,
 		"broken": `function broken( { return 1 }`,
@@ -91,7 +91,7 @@ func TestHostileComponentsFailOnlyTheirOwnActivity(t *testing.T) {
 		typ      string
 		text     string
 	}{
-		{"call_spin", nil, component.FailureTimeout, "ran longer than 2s"},
+		{"call_spin", nil, component.FailureTimeout, "ran longer than 5s"},
 		{"call_hog", nil, component.FailureMemory, "heap grew"},
 		{"call_big", nil, "RangeError", "would build a string over"},
 		{"call_escape", "require", "ReferenceError", "require is not defined"},
