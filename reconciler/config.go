@@ -181,8 +181,8 @@ func (c Config) Validate() error {
 	if c.Concurrency < 1 || c.Concurrency > 1024 {
 		bad("RECONCILER_CONCURRENCY", "must be between 1 and 1024, got %d", c.Concurrency)
 	}
-	if c.WorkflowPollers < 1 || c.WorkflowPollers > 100 {
-		bad("RECONCILER_WORKFLOW_POLLERS", "must be between 1 and 100, got %d", c.WorkflowPollers)
+	if c.WorkflowPollers < 2 || c.WorkflowPollers > 100 {
+		bad("RECONCILER_WORKFLOW_POLLERS", "must be between 2 and 100 (the Temporal SDK needs two: one polls the sticky queue), got %d", c.WorkflowPollers)
 	}
 	if c.ActivityPollers < 1 || c.ActivityPollers > 100 {
 		bad("RECONCILER_ACTIVITY_POLLERS", "must be between 1 and 100, got %d", c.ActivityPollers)

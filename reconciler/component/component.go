@@ -320,12 +320,15 @@ func limitBuiltins(vm *goja.Runtime, maxBytes int) error {
 	return nil
 }
 
-// guardMemory watches the heap while a call runs and calls stop when the live heap has
-// grown by more than limit since the call began. Allocation shows at once in the heap's
-// object bytes, which also count garbage; when they have grown past the limit a
-// collection (at most one every 250 ms in the whole process) tells what is really live.
+// guardMemory watches the heap while a call runs and calls stop once the live heap has
+// grown by more than limit since the call began. Allocation shows at once in the
+// heap's object bytes, which also count garbage: when they have grown past the limit, a
+// collection (at most one every 250 ms in the whole process) tells what is really
+// live. The baseline is the live heap of the last collection before the call; when a
+// later collection finds less, that lower value becomes the baseline (the first one
+// was stale), so the growth is never under-counted by more than one round.
 func guardMemory(done <-chan struct{}, limit int64, stop func(grew int64)) {
-	liveAtStart, allocated := heapLive(), heapObjects()
+	baseline, allocated := heapLive(), heapObjects()
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -338,10 +341,12 @@ func guardMemory(done <-chan struct{}, limit int64, stop func(grew int64)) {
 			continue
 		}
 		collect()
-		if grew := heapLive() - liveAtStart; grew > limit {
+		live := heapLive()
+		if grew := live - baseline; grew > limit {
 			stop(grew)
 			return
 		}
+		baseline = min(baseline, live)
 		allocated = heapObjects() // garbage, not this call: look again from here
 	}
 }
