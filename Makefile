@@ -65,3 +65,7 @@ lint: ## gofmt and go vet
 .PHONY: clean
 clean: ## Remove bin/ (the cached CLIs too)
 	rm -rf $(BIN)
+
+.PHONY: bench
+bench: build bin/temporal ## Measure every performance target of SPEC §6; writes bench/results.md
+	RECONCILER_TEMPORAL_CLI=$(BIN)/temporal $(GO) run ./bench -binary $(BIN)/reconciler -out bench/results.md

@@ -185,13 +185,17 @@ func (r *Reconciler) Stop() {
 		defer cancel()
 		// Leave the assignment first: the other replicas start taking over at once, and
 		// each lease is released as soon as its worker has stopped.
+		began := time.Now()
 		r.own.setDraining()
 		if err := r.q.SetDraining(ctx, r.replica); err != nil {
 			r.log.Warn("could not announce the shutdown to the other replicas", "error", err)
 		}
 		r.queue.ShutDown()
 		r.reconcile.Wait()
+		workers := len(r.liveWorkers())
+		drainBegan := time.Now()
 		r.stopAll(ctx)
+		drained := time.Since(drainBegan)
 		if err := r.q.RemoveReplica(ctx, r.replica); err != nil {
 			r.log.Warn("could not deregister the replica", "error", err)
 		}
@@ -201,7 +205,7 @@ func (r *Reconciler) Stop() {
 		r.cancel()
 		r.loops.Wait()
 		r.writer.Wait()
-		r.log.Info("reconciler stopped")
+		r.log.Info("reconciler stopped", "workers", workers, "drain", drained.Round(time.Millisecond), "total", time.Since(began).Round(time.Millisecond))
 	})
 }
 

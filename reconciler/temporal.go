@@ -23,6 +23,10 @@ func newTemporalClient(cfg Config, log *slog.Logger, health *pollHealth, project
 		Namespace:      cfg.TemporalNamespace,
 		Logger:         tlog.NewStructuredLogger(slog.New(handler).With("component", "temporal-sdk")),
 		MetricsHandler: metrics,
+		// Worker heartbeats (experimental, for the Temporal UI's worker list) cost one RPC
+		// per worker per minute and one more at every worker's shutdown: with thousands
+		// of workers per process they are load on the server and slow the drain.
+		WorkerHeartbeatInterval: -1,
 		ConnectionOptions: client.ConnectionOptions{
 			DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(health.interceptor())},
 		},

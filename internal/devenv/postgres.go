@@ -25,23 +25,35 @@ import (
 // Postgres is a private PostgreSQL cluster. Stop and Start may be called again to
 // simulate an outage; Close removes the cluster for good.
 type Postgres struct {
-	bin  string
-	dir  string
-	port int
-	cred *syscall.Credential
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  *os.File
+	bin      string
+	dir      string
+	port     int
+	settings []string
+	cred     *syscall.Credential
+	cmd      *exec.Cmd
+	done     chan struct{}
+	log      *os.File
+}
+
+// PostgresOptions tune a private cluster.
+type PostgresOptions struct {
+	// Settings are extra server settings, e.g. "shared_preload_libraries=pg_stat_statements".
+	Settings []string
 }
 
 // StartPostgres creates a cluster in a new temporary folder and starts it. When the
 // process runs as root, the server runs as the postgres user, which PostgreSQL requires.
 func StartPostgres(ctx context.Context) (*Postgres, error) {
+	return StartPostgresWith(ctx, PostgresOptions{})
+}
+
+// StartPostgresWith is StartPostgres with options.
+func StartPostgresWith(ctx context.Context, opts PostgresOptions) (*Postgres, error) {
 	bin, err := postgresBinDir()
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{bin: bin}
+	p := &Postgres{bin: bin, settings: opts.Settings}
 	if os.Geteuid() == 0 {
 		cred, err := credentialOf("postgres")
 		if err != nil {
@@ -94,7 +106,7 @@ func (p *Postgres) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open postgres log: %w", err)
 	}
-	cmd := exec.Command(filepath.Join(p.bin, "postgres"),
+	args := []string{
 		"-D", p.dataDir(),
 		"-p", strconv.Itoa(p.port),
 		"-k", p.dir,
@@ -104,7 +116,11 @@ func (p *Postgres) Start(ctx context.Context) error {
 		"-c", "full_page_writes=off",
 		"-c", "max_connections=1000",
 		"-c", "shared_buffers=128MB",
-	)
+	}
+	for _, s := range p.settings {
+		args = append(args, "-c", s)
+	}
+	cmd := exec.Command(filepath.Join(p.bin, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Pdeathsig: the server dies with the test binary or `reconciler dev`, even on SIGKILL.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
