@@ -1,6 +1,7 @@
 DROP FUNCTION IF EXISTS restart_project_worker(uuid);
 DROP FUNCTION IF EXISTS stop_project_worker(uuid);
 DROP FUNCTION IF EXISTS start_project_worker(uuid);
+DROP FUNCTION IF EXISTS reconciler_set_desired(uuid, text, boolean);
 DROP VIEW IF EXISTS project_worker_health;
 
 DO $$

@@ -193,52 +193,44 @@ GRANT SELECT ON project_worker_health TO authenticated, service_role, reconciler
 -- RPC. They run with the caller's privileges: Row Level Security decides which
 -- projects a caller may act on, and an unknown id and another user's project give
 -- the same error.
-CREATE FUNCTION start_project_worker(project_id uuid) RETURNS project_worker_health
+CREATE FUNCTION reconciler_set_desired(project_id uuid, desired text, restart boolean)
+RETURNS project_worker_health
 LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp AS $$
 DECLARE
     result project_worker_health;
 BEGIN
-    UPDATE projects SET desired_status = 'running' WHERE projects.id = start_project_worker.project_id;
+    UPDATE projects
+    SET desired_status       = desired,
+        restart_requested_at = CASE WHEN restart THEN clock_timestamp() ELSE restart_requested_at END
+    WHERE projects.id = reconciler_set_desired.project_id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'project % not found', start_project_worker.project_id USING ERRCODE = 'no_data_found';
+        RAISE EXCEPTION 'project % not found', reconciler_set_desired.project_id USING ERRCODE = 'no_data_found';
     END IF;
-    SELECT * INTO result FROM project_worker_health h WHERE h.project_id = start_project_worker.project_id;
+    SELECT * INTO result FROM project_worker_health h WHERE h.project_id = reconciler_set_desired.project_id;
     RETURN result;
 END;
+$$;
+
+CREATE FUNCTION start_project_worker(project_id uuid) RETURNS project_worker_health
+LANGUAGE sql SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT * FROM reconciler_set_desired(project_id, 'running', false);
 $$;
 
 CREATE FUNCTION stop_project_worker(project_id uuid) RETURNS project_worker_health
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp AS $$
-DECLARE
-    result project_worker_health;
-BEGIN
-    UPDATE projects SET desired_status = 'stopped' WHERE projects.id = stop_project_worker.project_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'project % not found', stop_project_worker.project_id USING ERRCODE = 'no_data_found';
-    END IF;
-    SELECT * INTO result FROM project_worker_health h WHERE h.project_id = stop_project_worker.project_id;
-    RETURN result;
-END;
+LANGUAGE sql SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT * FROM reconciler_set_desired(project_id, 'stopped', false);
 $$;
 
 CREATE FUNCTION restart_project_worker(project_id uuid) RETURNS project_worker_health
-LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp AS $$
-DECLARE
-    result project_worker_health;
-BEGIN
-    UPDATE projects SET desired_status = 'running', restart_requested_at = clock_timestamp()
-    WHERE projects.id = restart_project_worker.project_id;
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'project % not found', restart_project_worker.project_id USING ERRCODE = 'no_data_found';
-    END IF;
-    SELECT * INTO result FROM project_worker_health h WHERE h.project_id = restart_project_worker.project_id;
-    RETURN result;
-END;
+LANGUAGE sql SECURITY INVOKER SET search_path = public, pg_temp AS $$
+    SELECT * FROM reconciler_set_desired(project_id, 'running', true);
 $$;
 
 COMMENT ON FUNCTION start_project_worker(uuid) IS 'Sets desired_status = running; returns the project''s health row. Callable by the project''s owner, service_role and the schema owner.';
 COMMENT ON FUNCTION stop_project_worker(uuid) IS 'Sets desired_status = stopped; returns the project''s health row.';
 COMMENT ON FUNCTION restart_project_worker(uuid) IS 'Replaces the project''s worker with a new one (and starts it if stopped); returns the health row.';
 
-REVOKE EXECUTE ON FUNCTION start_project_worker(uuid), stop_project_worker(uuid), restart_project_worker(uuid) FROM PUBLIC, anon;
-GRANT EXECUTE ON FUNCTION start_project_worker(uuid), stop_project_worker(uuid), restart_project_worker(uuid) TO authenticated, service_role;
+REVOKE EXECUTE ON FUNCTION start_project_worker(uuid), stop_project_worker(uuid), restart_project_worker(uuid),
+    reconciler_set_desired(uuid, text, boolean) FROM PUBLIC, anon;
+GRANT EXECUTE ON FUNCTION start_project_worker(uuid), stop_project_worker(uuid), restart_project_worker(uuid),
+    reconciler_set_desired(uuid, text, boolean) TO authenticated, service_role;

@@ -2,7 +2,6 @@ package reconciler_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -122,29 +120,11 @@ func TestOpsListener(t *testing.T) {
 	})
 }
 
-// syncBuffer is a log destination shared by goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(s.b.String(), "\n")
-}
-
 // The Temporal SDK's own log lines about a project's worker carry its project_id.
 func TestSDKLogsCarryTheProjectID(t *testing.T) {
 	t.Parallel()
 	db := testenv.Database(t)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	startServiceLogging(t, db, log, func(c *reconciler.Config) { c.TemporalLogLevel = "info" })
 	id, queue := project(t, db.Pool)
@@ -153,7 +133,7 @@ func TestSDKLogsCarryTheProjectID(t *testing.T) {
 
 	var line map[string]any
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
-		for _, l := range logs.lines() {
+		for _, l := range strings.Split(logs.String(), "\n") {
 			var rec map[string]any
 			if json.Unmarshal([]byte(l), &rec) != nil {
 				continue

@@ -4,7 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"sort"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -227,7 +228,7 @@ func (s *servedSet) metadata() map[string]any {
 		md["workflow_errors"] = s.errors
 	}
 	if len(s.components) > 0 {
-		md["components"] = sortedKeys(s.components)
+		md["components"] = slices.Sorted(maps.Keys(s.components))
 	}
 	if len(s.componentErrors) > 0 {
 		md["component_errors"] = s.componentErrors
@@ -300,7 +301,7 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 	// nothing changes.
 	for changed := true; changed; {
 		changed = false
-		for _, name := range sortedKeys(set.workflows) {
+		for _, name := range slices.Sorted(maps.Keys(set.workflows)) {
 			for _, child := range set.workflows[name].def.Children {
 				if _, ok := set.workflows[child]; !ok {
 					set.errors[name] = fmt.Sprintf("version %d: child workflow %q is not served", set.workflows[name].version, child)
@@ -312,15 +313,6 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 		}
 	}
 	return set, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // definitionCache keeps parsed definitions of pinned versions by compiled id, so that

@@ -30,9 +30,7 @@ type Postgres struct {
 	port     int
 	settings []string
 	cred     *syscall.Credential
-	cmd      *exec.Cmd
-	done     chan struct{}
-	log      *os.File
+	proc     *child
 }
 
 // PostgresOptions tune a private cluster.
@@ -99,12 +97,8 @@ func (p *Postgres) Port() int { return p.port }
 // Start starts the server on the cluster's port and waits until it accepts
 // connections. It is an error to start a running server.
 func (p *Postgres) Start(ctx context.Context) error {
-	if p.cmd != nil {
+	if p.proc != nil {
 		return errors.New("postgres is already running")
-	}
-	logf, err := os.OpenFile(filepath.Join(p.dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return fmt.Errorf("open postgres log: %w", err)
 	}
 	args := []string{
 		"-D", p.dataDir(),
@@ -120,56 +114,37 @@ func (p *Postgres) Start(ctx context.Context) error {
 	for _, s := range p.settings {
 		args = append(args, "-c", s)
 	}
-	cmd := exec.Command(filepath.Join(p.bin, "postgres"), args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Pdeathsig: the server dies with the test binary or `reconciler dev`, even on SIGKILL.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start postgres: %w", err)
+	proc, err := startChild(filepath.Join(p.bin, "postgres"), args, p.dir, filepath.Join(p.dir, "postgres.log"), p.cred)
+	if err != nil {
+		return err
 	}
-	p.cmd, p.log, p.done = cmd, logf, make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		close(done)
-	}(p.done)
-
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	p.proc = proc
+	err = proc.waitReady(ctx, func() error {
 		conn, err := pgx.Connect(ctx, p.URL("postgres"))
 		if err == nil {
 			conn.Close(ctx)
-			return nil
 		}
-		select {
-		case <-p.done:
-			p.cmd = nil
-			return fmt.Errorf("postgres exited at start: %s", p.tailLog())
-		default:
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			p.Stop()
-			return fmt.Errorf("postgres did not accept connections: %w", err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err
+	})
+	if errors.Is(err, errExited) {
+		p.proc = nil
+		return fmt.Errorf("postgres exited at start: %s", p.tailLog())
 	}
+	if err != nil {
+		p.Stop()
+		return fmt.Errorf("postgres did not accept connections: %w", err)
+	}
+	return nil
 }
 
 // Stop shuts the server down (fast shutdown: sessions are disconnected) and keeps the
 // cluster, so Start brings the same data back on the same port.
 func (p *Postgres) Stop() {
-	if p.cmd == nil {
+	if p.proc == nil {
 		return
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-p.done:
-	case <-time.After(30 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-	p.log.Close()
-	p.cmd = nil
+	p.proc.stop(syscall.SIGINT, 30*time.Second)
+	p.proc = nil
 }
 
 // Close stops the server and removes the cluster.

@@ -20,9 +20,7 @@ type Temporal struct {
 	port    int
 	dynamic []string
 	dir     string
-	cmd     *exec.Cmd
-	done    chan struct{}
-	log     *os.File
+	proc    *child
 }
 
 // TemporalOptions tune the dev server.
@@ -65,7 +63,7 @@ func (t *Temporal) Address() string { return net.JoinHostPort("127.0.0.1", strco
 // Start (re)starts the server on its port. A restarted dev server has lost every
 // workflow: it runs in memory.
 func (t *Temporal) Start(ctx context.Context) error {
-	if t.cmd != nil {
+	if t.proc != nil {
 		return errors.New("temporal is already running")
 	}
 	metricsPort, err := FreePort()
@@ -87,60 +85,37 @@ func (t *Temporal) Start(ctx context.Context) error {
 	for _, v := range t.dynamic {
 		args = append(args, "--dynamic-config-value", v)
 	}
-	logf, err := os.OpenFile(filepath.Join(t.dir, "temporal.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	proc, err := startChild(t.cli, args, t.dir, filepath.Join(t.dir, "temporal.log"), nil)
 	if err != nil {
-		return fmt.Errorf("open temporal log: %w", err)
+		return fmt.Errorf("temporal dev server: %w", err)
 	}
-	cmd := exec.Command(t.cli, args...)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Dir = t.dir
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start temporal dev server %s: %w", t.cli, err)
-	}
-	t.cmd, t.log, t.done = cmd, logf, make(chan struct{})
-	go func(done chan struct{}) {
-		_ = cmd.Wait()
-		close(done)
-	}(t.done)
-
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	t.proc = proc
+	err = proc.waitReady(ctx, func() error {
 		conn, err := net.DialTimeout("tcp", t.Address(), time.Second)
 		if err == nil {
 			conn.Close()
-			return nil
 		}
-		select {
-		case <-t.done:
-			t.cmd = nil
-			b, _ := os.ReadFile(filepath.Join(t.dir, "temporal.log"))
-			return fmt.Errorf("temporal dev server exited at start: %s", lastLines(b, 5))
-		default:
-		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Stop()
-			return fmt.Errorf("temporal dev server did not listen on %s: %w", t.Address(), err)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return err
+	})
+	if errors.Is(err, errExited) {
+		t.proc = nil
+		b, _ := os.ReadFile(filepath.Join(t.dir, "temporal.log"))
+		return fmt.Errorf("temporal dev server exited at start: %s", lastLines(b, 5))
 	}
+	if err != nil {
+		t.Stop()
+		return fmt.Errorf("temporal dev server on %s: %w", t.Address(), err)
+	}
+	return nil
 }
 
 // Stop kills the server; Start brings up an empty one on the same port.
 func (t *Temporal) Stop() {
-	if t.cmd == nil {
+	if t.proc == nil {
 		return
 	}
-	_ = t.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-t.done:
-	case <-time.After(10 * time.Second):
-		_ = t.cmd.Process.Kill()
-		<-t.done
-	}
-	t.log.Close()
-	t.cmd = nil
+	t.proc.stop(syscall.SIGTERM, 10*time.Second)
+	t.proc = nil
 }
 
 // Close stops the server and removes its folder.

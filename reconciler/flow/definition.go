@@ -13,7 +13,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 )
@@ -176,7 +177,7 @@ func (p *parser) parse(code []byte) *Definition {
 	if len(nodes) == 0 {
 		p.fail(`"nodes" is empty`)
 	}
-	for _, id := range sortedIDs(nodes) {
+	for _, id := range slices.Sorted(maps.Keys(nodes)) {
 		if n := p.node(id, nodes[id]); n != nil {
 			def.Nodes[id] = n
 		}
@@ -265,7 +266,7 @@ func (p *parser) node(id string, raw json.RawMessage) *Node {
 // definition calls.
 func (p *parser) references(def *Definition, nodes map[string]json.RawMessage) {
 	activities, children := map[string]bool{}, map[string]bool{}
-	for _, id := range sortedIDs(def.Nodes) {
+	for _, id := range slices.Sorted(maps.Keys(def.Nodes)) {
 		n := def.Nodes[id]
 		check := func(field, target string) {
 			if target == "" {
@@ -289,18 +290,18 @@ func (p *parser) references(def *Definition, nodes map[string]json.RawMessage) {
 			children[n.Workflow] = true
 		}
 	}
-	for _, ref := range sortedIDs(p.refs.nodes) {
+	for _, ref := range slices.Sorted(maps.Keys(p.refs.nodes)) {
 		if _, ok := nodes[ref]; !ok {
 			p.fail("an expression reads nodes.%s, but there is no node %q", ref, ref)
 		}
 	}
-	def.Signals = sortedIDs(p.refs.signals)
-	def.Activities = sortedIDs(activities)
-	def.Children = sortedIDs(children)
+	def.Signals = slices.Sorted(maps.Keys(p.refs.signals))
+	def.Activities = slices.Sorted(maps.Keys(activities))
+	def.Children = slices.Sorted(maps.Keys(children))
 }
 
 func (p *parser) unknownFields(where string, fields map[string]json.RawMessage, allowed []string) {
-	for _, k := range sortedIDs(fields) {
+	for _, k := range slices.Sorted(maps.Keys(fields)) {
 		found := false
 		for _, a := range allowed {
 			if k == a {
@@ -460,15 +461,6 @@ func (p *parser) retry(id string, fields map[string]json.RawMessage) *RetryPolic
 		p.fail("node %q: retry.initial_interval (%s) is longer than retry.maximum_interval (%s)", id, out.InitialInterval, out.MaximumInterval)
 	}
 	return out
-}
-
-func sortedIDs[V any](m map[string]V) []string {
-	ids := make([]string, 0, len(m))
-	for id := range m {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	return ids
 }
 
 func compact(raw json.RawMessage) string {
