@@ -24,8 +24,9 @@
 // repair. The queue never runs two reconciles of one project at once and bounds how
 // many run together. plan is a pure function of (desired, actual): start, stop, reload
 // (swap the served definitions of the running worker without dropping its pollers) or
-// restart (new task queue or options, a restart request, or a failed worker: the new
-// worker starts before the old one stops).
+// restart (new task queue or options, or a restart request: the new worker starts
+// before the old one stops). A worker that fails is dropped and started again after
+// its project's backoff.
 //
 // # Replicas and leases
 //

@@ -80,7 +80,7 @@ func (r *Reconciler) renew(ctx context.Context) {
 		}
 	}
 	// The statement recorded fences OR "another replica is live now": do the same here.
-	lost, found := r.own.renewed(terms, sent.Add(r.cfg.LeaseTTL), fences || len(others) > 0)
+	lost, found := r.own.renewed(terms, sent, sent.Add(r.cfg.LeaseTTL), fences || len(others) > 0)
 	for _, id := range lost {
 		r.fence(id, "the lease was taken over by another replica")
 	}

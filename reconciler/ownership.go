@@ -26,6 +26,7 @@ type replicaInfo struct {
 type heldLease struct {
 	Term   int64
 	Expiry time.Time
+	Since  time.Time // when this replica took it (a renewal sent before cannot know it)
 }
 
 // ownership is this replica's view of who should run what: the live replicas, the
@@ -42,6 +43,7 @@ type ownership struct {
 	owner    map[uuid.UUID]string
 	stale    bool // running or others changed since the assignment was computed
 	leases   map[uuid.UUID]heldLease
+	dropped  map[uuid.UUID]time.Time // leases given up lately, and when
 	draining bool
 	fences   bool      // what the last successful renewal told the others
 	peerSeen time.Time // when another live replica was last seen
@@ -54,6 +56,7 @@ func newOwnership(me string, capacity int) *ownership {
 		running:  map[uuid.UUID]bool{},
 		owner:    map[uuid.UUID]string{},
 		leases:   map[uuid.UUID]heldLease{},
+		dropped:  map[uuid.UUID]time.Time{},
 	}
 }
 
@@ -174,34 +177,52 @@ func (o *ownership) holds(id uuid.UUID) (heldLease, bool) {
 func (o *ownership) setLease(id uuid.UUID, l heldLease) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if l.Since.IsZero() {
+		l.Since = time.Now()
+	}
 	o.leases[id] = l
+	delete(o.dropped, id)
 }
 
 func (o *ownership) dropLease(id uuid.UUID) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	delete(o.leases, id)
+	o.dropped[id] = time.Now()
 }
 
-// renewed applies a successful renewal sent at sent: the leases the database still
-// gives this replica get a new expiry. It returns the leases lost (held here, not
-// there) and found (there, not here: after a restart or a fence).
-func (o *ownership) renewed(terms map[uuid.UUID]int64, expiry time.Time, fences bool) (lost, found []uuid.UUID) {
+// renewed applies a successful renewal sent at sent, which gives every lease it
+// extended the expiry expiry. It returns the leases lost (held here, not there) and
+// found (there, not here: after a restart or a fence). A renewal cannot know of a
+// lease taken or given up after it was sent: those are left as they are.
+func (o *ownership) renewed(terms map[uuid.UUID]int64, sent, expiry time.Time, fences bool) (lost, found []uuid.UUID) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.fences = fences
 	for id, l := range o.leases {
-		term, ok := terms[id]
-		if !ok || term != l.Term {
+		if term, ok := terms[id]; (!ok || term != l.Term) && l.Since.Before(sent) {
 			lost = append(lost, id)
 			delete(o.leases, id)
 		}
 	}
 	for id, term := range terms {
-		if _, ok := o.leases[id]; !ok {
-			found = append(found, id)
+		if at, ok := o.dropped[id]; ok && !at.Before(sent) {
+			continue // given up while the renewal ran: the database will know shortly
 		}
-		o.leases[id] = heldLease{Term: term, Expiry: expiry}
+		l, ok := o.leases[id]
+		if !ok {
+			found = append(found, id)
+			l.Since = sent
+		}
+		if l.Term == term || !ok {
+			l.Term, l.Expiry = term, expiry
+			o.leases[id] = l
+		}
+	}
+	for id, at := range o.dropped {
+		if time.Since(at) > time.Minute {
+			delete(o.dropped, id)
+		}
 	}
 	return lost, found
 }

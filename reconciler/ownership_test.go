@@ -104,13 +104,24 @@ func TestAssignRespectsCapacity(t *testing.T) {
 
 func TestOwnershipRenewalAndFencing(t *testing.T) {
 	o := newOwnership("me", 100)
-	p1, p2, p3 := uuid.New(), uuid.New(), uuid.New()
-	o.setLease(p1, heldLease{Term: 1, Expiry: time.Now().Add(time.Minute)})
-	o.setLease(p2, heldLease{Term: 4, Expiry: time.Now().Add(time.Minute)})
+	p1, p2, p3, p4, p5 := uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	long := time.Now().Add(-time.Minute)
+	o.setLease(p1, heldLease{Term: 1, Expiry: time.Now().Add(time.Minute), Since: long})
+	o.setLease(p2, heldLease{Term: 4, Expiry: time.Now().Add(time.Minute), Since: long})
+	sent := time.Now()
+	o.setLease(p4, heldLease{Term: 2, Expiry: time.Now().Add(time.Minute)}) // taken while the renewal ran
+	o.setLease(p5, heldLease{Term: 3, Expiry: time.Now().Add(time.Minute), Since: long})
+	o.dropLease(p5) // given up while the renewal ran
 	expiry := time.Now().Add(10 * time.Second)
-	lost, found := o.renewed(map[uuid.UUID]int64{p1: 1, p3: 7}, expiry, true)
+	lost, found := o.renewed(map[uuid.UUID]int64{p1: 1, p3: 7, p5: 3}, sent, expiry, true)
 	if fmt.Sprint(lost) != fmt.Sprint([]uuid.UUID{p2}) || fmt.Sprint(found) != fmt.Sprint([]uuid.UUID{p3}) {
-		t.Fatalf("lost %v found %v", lost, found)
+		t.Fatalf("lost %v found %v; want p2 lost and p3 found (p4 and p5 changed after the renewal was sent)", lost, found)
+	}
+	if _, ok := o.holds(p4); !ok {
+		t.Fatal("a lease taken after the renewal was sent was dropped")
+	}
+	if _, ok := o.holds(p5); ok {
+		t.Fatal("a lease given up after the renewal was sent came back")
 	}
 	if l, ok := o.holds(p1); !ok || !l.Expiry.Equal(expiry) {
 		t.Fatalf("p1 lease %+v", l)
@@ -119,9 +130,9 @@ func TestOwnershipRenewalAndFencing(t *testing.T) {
 		t.Fatalf("expiring a second early: %v", got)
 	}
 	if got := o.expiring(expiry.Add(-leaseMargin / 2)); len(got) != 2 {
-		t.Fatalf("within the margin: %v, want both leases", got)
+		t.Fatalf("within the margin: %v, want the two renewed leases", got)
 	}
-	o.renewed(map[uuid.UUID]int64{p1: 1, p3: 7}, expiry, false)
+	o.renewed(map[uuid.UUID]int64{p1: 1, p3: 7}, time.Now(), expiry, false)
 	if got := o.expiring(expiry.Add(time.Hour)); len(got) != 0 {
 		t.Fatalf("a replica that does not fence gave up %v", got)
 	}

@@ -26,8 +26,6 @@ type actual struct {
 	Options    workerOptions
 	// StartGeneration is the generation the worker was started at (reloads keep it).
 	StartGeneration int64
-	// Failed means the worker crashed or cannot poll and must be replaced.
-	Failed bool
 }
 
 // action is the one step a reconcile takes.
@@ -38,7 +36,7 @@ const (
 	actStart          // no worker runs: start one
 	actStop           // a worker runs but must not
 	actReload         // swap what the running worker serves, without dropping its pollers
-	actRestart        // replace the worker: new task queue or options, a restart request, or it failed
+	actRestart        // replace the worker: new task queue or options, or a restart request
 )
 
 func (a action) String() string {
@@ -56,7 +54,7 @@ func plan(d desired, a actual) action {
 	switch {
 	case !a.Exists:
 		return actStart
-	case a.Failed, a.TaskQueue != d.TaskQueue, a.Options != d.Options, d.RestartGeneration > a.StartGeneration:
+	case a.TaskQueue != d.TaskQueue, a.Options != d.Options, d.RestartGeneration > a.StartGeneration:
 		return actRestart
 	case a.Generation != d.Generation:
 		return actReload

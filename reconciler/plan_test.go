@@ -28,8 +28,6 @@ func TestPlan(t *testing.T) {
 		{"worker options changed", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q", Options: workerOptions{MaxConcurrentActivities: 5}}, serving, actRestart},
 		{"restart requested", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q", RestartGeneration: 4}, actual{Exists: true, Generation: 3, StartGeneration: 3, TaskQueue: "q"}, actRestart},
 		{"restart already done", desired{Exists: true, Running: true, Generation: 5, TaskQueue: "q", RestartGeneration: 4}, actual{Exists: true, Generation: 4, StartGeneration: 4, TaskQueue: "q"}, actReload},
-		{"worker failed", running, actual{Exists: true, Generation: 3, TaskQueue: "q", Failed: true}, actRestart},
-		{"failed and not wanted", stopped, actual{Exists: true, Failed: true}, actStop},
 	}
 	for _, c := range cases {
 		if got := plan(c.d, c.a); got != c.want {

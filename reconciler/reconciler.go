@@ -268,8 +268,9 @@ func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) (action
 	if err != nil {
 		return actNone, err
 	}
-	r.own.setRunning(id, d.Exists && d.Running)
-	wanted := d.Exists && d.Running && r.own.mine(id)
+	desiredRunning := d.Exists && d.Running
+	r.own.setRunning(id, desiredRunning)
+	wanted := desiredRunning && r.own.mine(id)
 	lease, held := r.own.holds(id)
 	if !d.Exists && held {
 		r.own.dropLease(id) // deleted with its project
@@ -304,13 +305,15 @@ func (r *Reconciler) reconcileProject(ctx context.Context, id uuid.UUID) (action
 	case actReload:
 		return act, r.reload(ctx, id, log)
 	case actStop:
-		reason := "desired_status is stopped"
+		var reason string
 		switch {
 		case !d.Exists:
 			reason = "project deleted"
-		case d.Exists && !wanted && r.own.isDraining():
+		case !desiredRunning:
+			reason = "desired_status is stopped"
+		case r.own.isDraining():
 			reason = "shutdown"
-		case d.Exists && !wanted:
+		default:
 			reason = "assigned to another replica"
 		}
 		r.stop(id, reason, log)
@@ -344,7 +347,7 @@ func (r *Reconciler) acquire(ctx context.Context, id uuid.UUID) (l heldLease, ok
 		r.log.Debug("lease held by another replica", "project_id", id, "owner", row.Owner, "expires_at", row.ExpiresAt)
 		return heldLease{}, false, row.ExpiresAt, nil
 	}
-	l = heldLease{Term: row.Term, Expiry: sent.Add(r.cfg.LeaseTTL)}
+	l = heldLease{Term: row.Term, Expiry: sent.Add(r.cfg.LeaseTTL), Since: sent}
 	r.own.setLease(id, l)
 	return l, true, time.Time{}, nil
 }
@@ -407,7 +410,7 @@ func (r *Reconciler) actualOf(id uuid.UUID) actual {
 	if pw == nil {
 		return actual{}
 	}
-	return actual{Exists: true, Generation: pw.generation, TaskQueue: pw.taskQueue, Options: pw.options, StartGeneration: pw.startGeneration}
+	return actual{Exists: true, Generation: pw.generation.Load(), TaskQueue: pw.taskQueue, Options: pw.options, StartGeneration: pw.startGeneration}
 }
 
 func (r *Reconciler) worker(id uuid.UUID) *projectWorker {
@@ -446,7 +449,8 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 		return err
 	}
 	pw.served.Store(set)
-	pw.generation, pw.startGeneration, pw.leaseTerm = b.Generation, b.Generation, term
+	pw.generation.Store(b.Generation)
+	pw.startGeneration, pw.leaseTerm = b.Generation, term
 	r.rows.Put(r.row(pw, statusStarting, nil))
 	r.health.watch(workerID)
 	r.queues.Store(pw.taskQueue, id.String())
@@ -455,7 +459,7 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 		r.health.forget(workerID)
 		return &startError{pw: pw, err: fmt.Errorf("start worker for project %s: %w", id, err)}
 	}
-	if r.failures.Get(id).Crashes > 0 && (old == nil || old.crashed) {
+	if old == nil && r.failures.Get(id).Consecutive > 0 {
 		r.metrics.restarts.WithLabelValues(r.metrics.project(id)...).Inc()
 	}
 	r.mu.Lock()
@@ -472,6 +476,9 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 // reload swaps what the running worker serves: no poller is stopped.
 func (r *Reconciler) reload(ctx context.Context, id uuid.UUID, log *slog.Logger) error {
 	pw := r.worker(id)
+	if pw == nil {
+		return nil // fenced or failed meanwhile: the next reconcile starts a new one
+	}
 	b, err := r.q.LoadProjectBundle(ctx, id)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
@@ -484,7 +491,7 @@ func (r *Reconciler) reload(ctx context.Context, id uuid.UUID, log *slog.Logger)
 		return fmt.Errorf("load definitions of project %s: %w", id, err)
 	}
 	pw.served.Store(set)
-	pw.generation = b.Generation
+	pw.generation.Store(b.Generation)
 	r.rows.Put(r.row(pw, statusRunning, nil))
 	log.Info("worker reloaded", "worker_id", pw.id, "generation", b.Generation, "workflows", len(set.workflows), "invalid_workflows", len(set.errors))
 	return nil
@@ -564,7 +571,6 @@ func (r *Reconciler) fatal(id uuid.UUID, workerID string, err error, transient b
 	}
 	delete(r.workers, id)
 	r.mu.Unlock()
-	pw.crashed = true
 	r.metrics.failures.WithLabelValues(r.metrics.project(id)...).Inc()
 	delay, rec := r.failures.Fail(id, err.Error(), true, transient)
 	r.log.Error("worker failed", "project_id", id, "worker_id", workerID, "error", err, "restarts", rec.Crashes, "retry_in", delay.Round(time.Millisecond))
@@ -613,7 +619,7 @@ func (r *Reconciler) row(pw *projectWorker, status string, err error) workerRow 
 		TaskQueue:  pw.taskQueue,
 		Status:     status,
 		StartedAt:  pw.startedAt,
-		Generation: pw.generation,
+		Generation: pw.generation.Load(),
 		LeaseTerm:  pw.leaseTerm,
 		Metadata:   md,
 	}

@@ -80,19 +80,23 @@ func (w *rowWriter) Put(row workerRow) {
 	}
 }
 
-// Run writes pending rows until ctx ends, retrying failed writes with a growing delay.
+// Run writes pending rows until ctx ends, retrying failed writes with a growing delay
+// (new rows wait for the retry rather than hammering a database that is down).
 func (w *rowWriter) Run(ctx context.Context) {
 	retry := time.Duration(0)
 	for {
-		var timer <-chan time.Time
 		if retry > 0 {
-			timer = time.After(retry)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.wake:
-		case <-timer:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retry):
+			}
+		} else {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.wake:
+			}
 		}
 		if err := w.flushOnce(ctx); err != nil {
 			retry = min(max(2*retry, 100*time.Millisecond), 5*time.Second)

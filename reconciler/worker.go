@@ -40,11 +40,11 @@ type projectWorker struct {
 
 	stopOnce sync.Once
 
-	// Owned by the reconcile of this project (the queue never runs two at once).
-	generation      int64 // served now
+	generation atomic.Int64 // served now: set by reloads, read by health checks and rows
+
+	// Set before the worker is published, then read only.
 	startGeneration int64 // when the worker was started; reloads keep it
 	leaseTerm       int64 // the project lease's term it runs under
-	crashed         bool  // it ended in failure (set by fatal)
 
 	// Poll health as last reported in the row, owned by the health check.
 	pollMu    sync.Mutex

@@ -326,9 +326,12 @@ func limitBuiltins(vm *goja.Runtime, maxBytes int) error {
 // collection (at most one every 250 ms in the whole process) tells what is really
 // live. The baseline is the live heap of the last collection before the call; when a
 // later collection finds less, that lower value becomes the baseline (the first one
-// was stale), so the growth is never under-counted by more than one round.
+// was stale), so the growth is never under-counted by more than one round. Should
+// collections lag behind a script that allocates faster than they finish, allocation
+// past a hard ceiling (eight times the limit, at least 1 GiB) stops it anyway.
 func guardMemory(done <-chan struct{}, limit int64, stop func(grew int64)) {
 	baseline, allocated := heapLive(), heapObjects()
+	ceiling := allocated + max(8*limit, 1<<30)
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -337,7 +340,12 @@ func guardMemory(done <-chan struct{}, limit int64, stop func(grew int64)) {
 			return
 		case <-tick.C:
 		}
-		if heapObjects()-allocated <= limit {
+		objects := heapObjects()
+		if objects > ceiling {
+			stop(objects - baseline)
+			return
+		}
+		if objects-allocated <= limit {
 			continue
 		}
 		collect()
