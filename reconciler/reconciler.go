@@ -506,6 +506,10 @@ func (r *Reconciler) stop(id uuid.UUID, reason string, log *slog.Logger) {
 	}
 }
 
+// handoffGrace separates a stopped worker's last (cancelled) poll requests from its
+// successor's first.
+const handoffGrace = 100 * time.Millisecond
+
 // stopWorker drains one worker (in-flight activities get WorkerStopTimeout) and
 // writes stopping, then stopped. With release, the project's lease is given up as soon
 // as the worker has stopped, so that another replica may start it at once.
@@ -523,6 +527,9 @@ func (r *Reconciler) stopWorker(pw *projectWorker, reason string, release bool, 
 	r.rows.Put(r.row(pw, statusStopped, nil))
 	if release {
 		if l, held := r.own.holds(pw.project); held && l.Term == pw.leaseTerm {
+			// The SDK's Stop returns without waiting for poll requests it cancelled:
+			// let those reach Temporal before a successor may poll.
+			time.Sleep(handoffGrace)
 			ctx, cancel := context.WithTimeout(context.Background(), r.cfg.ReconcileTimeout)
 			r.release(ctx, pw.project, pw.leaseTerm, pw.id, log)
 			cancel()

@@ -100,7 +100,12 @@ func runningOn(t *testing.T, db *testenv.DB, ids []uuid.UUID, timeout time.Durat
 // project) and at Temporal's pollers of the task queues, round robin. Each worker
 // instance polls under its own identity (<replica>-<hex>); the span between the first
 // and the last access Temporal reports for it is when it served. Spans of different
-// replicas for one project must not overlap.
+// replicas for one project may overlap by at most pollOverlapBound: a stopped worker's
+// cancelled poll requests can still be on the wire (README, "Several replicas").
+// pollOverlapBound is the documented bound on two replicas' pollers of one project
+// overlapping: cancelled poll requests of a stopped worker reaching Temporal late.
+const pollOverlapBound = 100 * time.Millisecond
+
 type overlapSampler struct {
 	t      *testing.T
 	db     *testenv.DB
@@ -217,7 +222,7 @@ func (s *overlapSampler) finish() {
 				if overlap > worst {
 					worst = overlap
 				}
-				if overlap > 0 {
+				if overlap > pollOverlapBound {
 					s.t.Errorf("project %s polled by %s (%s..%s) and %s (%s..%s) at once for %s", id,
 						a, sa[0].Format(time.StampMilli), sa[1].Format(time.StampMilli),
 						b, sb[0].Format(time.StampMilli), sb[1].Format(time.StampMilli), overlap)
@@ -225,7 +230,7 @@ func (s *overlapSampler) finish() {
 			}
 		}
 	}
-	s.t.Logf("%d poller samples and %d row samples checked; no project polled by two replicas at once", s.samples, s.samples/10)
+	s.t.Logf("%d poller samples and %d row samples checked; largest overlap of two replicas' pollers %s (bound %s)", s.samples, s.samples/10, worst, pollOverlapBound)
 }
 
 // Three replicas share 60 projects evenly; a kill -9 moves a replica's projects
