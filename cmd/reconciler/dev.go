@@ -29,6 +29,9 @@ func dev(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
 	if _, set := os.LookupEnv("RECONCILER_HTTP_ALLOW_PRIVATE"); !set {
 		cfg.HTTPAllowPrivate = true // local development talks to local services
 	}
+	if _, set := os.LookupEnv("RECONCILER_OPS_ADDR"); !set {
+		cfg.OpsAddr = "127.0.0.1:0" // a free port: 9090 may well be taken on a laptop
+	}
 	if cfg.DatabaseURL == "" {
 		began := time.Now()
 		pg, err := devenv.StartPostgres(ctx)
@@ -66,6 +69,9 @@ func dev(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
 		return err
 	}
 	defer r.Stop()
+	if addr := r.OpsAddr(); addr != "" {
+		fmt.Fprintf(out, "Ops         http://%s/metrics  /healthz  /readyz\n", addr)
+	}
 
 	began := time.Now()
 	if _, err := pool.Exec(ctx, demoSQL); err != nil {
