@@ -138,3 +138,42 @@ func TestEmbeddedMigratorUpDownVersion(t *testing.T) {
 		t.Fatal("down 0 must be refused")
 	}
 }
+
+// On Supabase, auth.uid() exists already: the migrations use it and leave it alone, up
+// and down.
+func TestMigrationsKeepAnExistingAuthSchema(t *testing.T) {
+	t.Parallel()
+	d := testenv.EmptyDatabase(t)
+	ctx := context.Background()
+	const supabaseUID = `CREATE SCHEMA auth;
+		CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
+			SELECT nullif(current_setting('request.jwt.claim.sub', true), '')::uuid /* supabase */ $$`
+	if _, err := d.Pool.Exec(ctx, supabaseUID); err != nil {
+		t.Fatal(err)
+	}
+	body := func() string {
+		var src string
+		if err := d.Pool.QueryRow(ctx, `SELECT prosrc FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'auth' AND p.proname = 'uid'`).Scan(&src); err != nil {
+			t.Fatalf("auth.uid(): %v", err)
+		}
+		return src
+	}
+	m, err := db.NewMigrator(ctx, d.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Up(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body(), "/* supabase */") {
+		t.Fatal("the migrations replaced an existing auth.uid()")
+	}
+	v, _, _, _ := m.Version()
+	if err := m.Down(int(v)); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(body(), "/* supabase */") {
+		t.Fatal("the down migrations dropped an auth.uid() they did not create")
+	}
+}

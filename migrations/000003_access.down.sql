@@ -62,8 +62,12 @@ BEGIN
     END IF;
     IF EXISTS (SELECT FROM reconciler_created WHERE object = 'schema auth') THEN
         DROP SCHEMA IF EXISTS auth;
-    ELSE
-        REVOKE USAGE ON SCHEMA auth FROM anon, authenticated, service_role, reconciler_service;
+    ELSIF EXISTS (SELECT FROM pg_namespace WHERE nspname = 'auth') THEN
+        BEGIN
+            REVOKE USAGE ON SCHEMA auth FROM reconciler_service;
+        EXCEPTION WHEN insufficient_privilege THEN
+            NULL;
+        END;
     END IF;
 END
 $$;

@@ -52,7 +52,14 @@ BEGIN
 END
 $$;
 
-GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role, reconciler_service;
+-- Supabase already lets its roles use auth (and may not let this migration grant it).
+DO $$
+BEGIN
+    GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role, reconciler_service;
+EXCEPTION WHEN insufficient_privilege THEN
+    RAISE NOTICE 'schema auth: usage not granted here (%); Supabase grants it to its roles', SQLERRM;
+END
+$$;
 
 -- Restart requests. Writing restart_requested_at (restart_project_worker does) makes the
 -- trigger bump generation and record it in restart_generation: the reconciler replaces
