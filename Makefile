@@ -67,5 +67,5 @@ clean: ## Remove bin/ (the cached CLIs too)
 	rm -rf $(BIN)
 
 .PHONY: bench
-bench: build bin/temporal ## Measure every performance target of SPEC §6; writes bench/results.md
+bench: build bin/temporal ## Measure every performance target (about 2 minutes); writes bench/results.md
 	RECONCILER_TEMPORAL_CLI=$(BIN)/temporal $(GO) run ./bench -binary $(BIN)/reconciler -out bench/results.md
