@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5/pgtype"
 )
 
 const closeOrphanedWorkers = `-- name: CloseOrphanedWorkers :execrows
@@ -36,50 +35,6 @@ func (q *Queries) CloseOrphanedWorkers(ctx context.Context, arg CloseOrphanedWor
 		return 0, err
 	}
 	return result.RowsAffected(), nil
-}
-
-const getLatestWorker = `-- name: GetLatestWorker :one
-SELECT id, worker_id, project_id, task_queue_name, status, host, process_id,
-       started_at, stopped_at, last_heartbeat, generation, metadata
-FROM workflow_workers
-WHERE project_id = $1
-ORDER BY started_at DESC, id DESC
-LIMIT 1
-`
-
-type GetLatestWorkerRow struct {
-	ID            uuid.UUID     `json:"id"`
-	WorkerID      string        `json:"worker_id"`
-	ProjectID     uuid.NullUUID `json:"project_id"`
-	TaskQueueName string        `json:"task_queue_name"`
-	Status        string        `json:"status"`
-	Host          pgtype.Text   `json:"host"`
-	ProcessID     pgtype.Text   `json:"process_id"`
-	StartedAt     time.Time     `json:"started_at"`
-	StoppedAt     *time.Time    `json:"stopped_at"`
-	LastHeartbeat *time.Time    `json:"last_heartbeat"`
-	Generation    pgtype.Int8   `json:"generation"`
-	Metadata      []byte        `json:"metadata"`
-}
-
-func (q *Queries) GetLatestWorker(ctx context.Context, projectID uuid.NullUUID) (GetLatestWorkerRow, error) {
-	row := q.db.QueryRow(ctx, getLatestWorker, projectID)
-	var i GetLatestWorkerRow
-	err := row.Scan(
-		&i.ID,
-		&i.WorkerID,
-		&i.ProjectID,
-		&i.TaskQueueName,
-		&i.Status,
-		&i.Host,
-		&i.ProcessID,
-		&i.StartedAt,
-		&i.StoppedAt,
-		&i.LastHeartbeat,
-		&i.Generation,
-		&i.Metadata,
-	)
-	return i, err
 }
 
 const heartbeatWorkers = `-- name: HeartbeatWorkers :execrows

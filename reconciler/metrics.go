@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -232,7 +233,7 @@ func (h *sdkMetrics) vec(name, kind string) (*sdkVec, []string) {
 		}
 		h.vecs[name] = v
 	}
-	if len(v.labels) == len(names) && equal(v.labels, names) {
+	if slices.Equal(v.labels, names) {
 		return v, values
 	}
 	byName := map[string]string{}
@@ -326,15 +327,6 @@ func (f gaugeFunc) Update(v float64) { f(v) }
 type timerFunc func(time.Duration)
 
 func (f timerFunc) Record(d time.Duration) { f(d) }
-
-func equal(a, b []string) bool {
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
 
 // sanitize makes a Prometheus metric or label name.
 func sanitize(s string) string {

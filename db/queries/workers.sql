@@ -53,14 +53,6 @@ WHERE w.worker_id = ANY(@worker_ids::text[])
   AND l.owner = @replica::text
   AND l.term = w.lease_term;
 
--- name: GetLatestWorker :one
-SELECT id, worker_id, project_id, task_queue_name, status, host, process_id,
-       started_at, stopped_at, last_heartbeat, generation, metadata
-FROM workflow_workers
-WHERE project_id = @project_id
-ORDER BY started_at DESC, id DESC
-LIMIT 1;
-
 -- name: ListLiveWorkers :many
 -- Rows that claim a live worker, for the start-up and periodic orphan check.
 SELECT worker_id, coalesce(host, '')::text AS host, coalesce(process_id, '')::text AS process_id,
