@@ -13,9 +13,10 @@ import (
 	"github.com/flowbuilder/reconciler/internal/testenv"
 )
 
-// as runs fn in a transaction the way Supabase's API runs a request: SET ROLE to the
-// request's role and the JWT claims in request.jwt.claims. Each statement runs in a
-// savepoint so that a refused one does not end the test's transaction.
+// as runs fn in a transaction the way Supabase's API (PostgREST) runs a request: logged
+// in as authenticator (pool), SET LOCAL ROLE to the request's role and the JWT claims
+// in request.jwt.claims. Each statement runs in a savepoint so that a refused one does
+// not end the test's transaction.
 type session struct {
 	t  *testing.T
 	tx pgx.Tx
@@ -107,12 +108,21 @@ func (s *session) health(fn string, project uuid.UUID) (desired string, generati
 
 func TestSupabaseRolesAndRowLevelSecurity(t *testing.T) {
 	t.Parallel()
-	d := testenv.Database(t)
+	for _, layout := range testenv.Layouts {
+		t.Run(layout.Name, func(t *testing.T) {
+			t.Parallel()
+			testRolesAndRowLevelSecurity(t, layout.Database(t))
+		})
+	}
+}
+
+func testRolesAndRowLevelSecurity(t *testing.T, d *testenv.DB) {
+	api := d.Authenticator(t)
 	alice, bob := uuid.New(), uuid.New()
 	var aliceProject, bobProject uuid.UUID
 	var aliceWorkflow uuid.UUID
 
-	as(t, d.Pool, "authenticated", alice, func(s *session) {
+	as(t, api, "authenticated", alice, func(s *session) {
 		if err := s.tx.QueryRow(context.Background(),
 			`INSERT INTO projects (name, task_queue_name) VALUES ('alice', 'alice-q') RETURNING id`).Scan(&aliceProject); err != nil {
 			t.Fatalf("alice creates a project: %v", err)
@@ -124,7 +134,7 @@ func TestSupabaseRolesAndRowLevelSecurity(t *testing.T) {
 		s.must(`INSERT INTO compiled_workflows (workflow_id, workflow_code) VALUES ($1, $2)`, aliceWorkflow, code)
 		s.must(`INSERT INTO components (project_id, name, implementation_language, implementation_code) VALUES ($1, 'c', 'javascript', 'function c() {}')`, aliceProject)
 	})
-	as(t, d.Pool, "authenticated", bob, func(s *session) {
+	as(t, api, "authenticated", bob, func(s *session) {
 		if err := s.tx.QueryRow(context.Background(),
 			`INSERT INTO projects (name, task_queue_name) VALUES ('bob', 'bob-q') RETURNING id`).Scan(&bobProject); err != nil {
 			t.Fatal(err)
@@ -134,7 +144,7 @@ func TestSupabaseRolesAndRowLevelSecurity(t *testing.T) {
 	mustExec(t, d.Pool, `INSERT INTO workflow_workers (worker_id, project_id, task_queue_name, status) VALUES ('wa', $1, 'alice-q', 'running'), ('wb', $2, 'bob-q', 'running')`, aliceProject, bobProject)
 
 	t.Run("a user acts on their own project", func(t *testing.T) {
-		as(t, d.Pool, "authenticated", alice, func(s *session) {
+		as(t, api, "authenticated", alice, func(s *session) {
 			if n := s.count(`SELECT count(*) FROM projects WHERE owner_id = $1`, alice); n != 1 {
 				t.Errorf("alice sees %d of her projects", n)
 			}
@@ -164,7 +174,7 @@ func TestSupabaseRolesAndRowLevelSecurity(t *testing.T) {
 	})
 
 	t.Run("a user cannot see or change another user's project", func(t *testing.T) {
-		as(t, d.Pool, "authenticated", alice, func(s *session) {
+		as(t, api, "authenticated", alice, func(s *session) {
 			for _, fn := range []string{"start_project_worker", "stop_project_worker", "restart_project_worker"} {
 				unknown := uuid.New()
 				_, _, errOther := s.health(fn, bobProject)
@@ -197,12 +207,13 @@ func TestSupabaseRolesAndRowLevelSecurity(t *testing.T) {
 			s.refused(`UPDATE projects SET restart_generation = 99 WHERE id = $1`, "permission denied", aliceProject)
 			s.refused(`INSERT INTO workflow_workers (worker_id, task_queue_name, status) VALUES ('x', 'q', 'running')`, "permission denied")
 			s.refused(`UPDATE workflow_workers SET status = 'stopped'`, "permission denied")
-			s.refused(`SELECT reconciler_bump_generation($1)`, "permission denied", bobProject)
+			s.refused(`SELECT reconciler_bump_generation($1)`, "does not exist", bobProject)
+			s.refused(`SELECT reconciler_private.bump_generation($1)`, "permission denied for schema reconciler_private", bobProject)
 		})
 	})
 
 	t.Run("anon can do nothing", func(t *testing.T) {
-		as(t, d.Pool, "anon", uuid.Nil, func(s *session) {
+		as(t, api, "anon", uuid.Nil, func(s *session) {
 			s.refused(`SELECT count(*) FROM projects`, "permission denied")
 			s.refused(`SELECT count(*) FROM workflow_workers`, "permission denied")
 			s.refused(`SELECT count(*) FROM project_worker_health`, "permission denied")
@@ -212,7 +223,7 @@ func TestSupabaseRolesAndRowLevelSecurity(t *testing.T) {
 	})
 
 	t.Run("service_role can do all", func(t *testing.T) {
-		as(t, d.Pool, "service_role", uuid.Nil, func(s *session) {
+		as(t, api, "service_role", uuid.Nil, func(s *session) {
 			if n := s.count(`SELECT count(*) FROM projects`); n != 2 {
 				t.Errorf("service_role sees %d projects, want 2", n)
 			}
@@ -230,7 +241,7 @@ func TestSupabaseRolesAndRowLevelSecurity(t *testing.T) {
 	t.Run("a user's compile still reloads their worker", func(t *testing.T) {
 		var before, after int64
 		_ = d.Pool.QueryRow(context.Background(), `SELECT generation FROM projects WHERE id = $1`, aliceProject).Scan(&before)
-		as(t, d.Pool, "authenticated", alice, func(s *session) {
+		as(t, api, "authenticated", alice, func(s *session) {
 			s.must(`INSERT INTO compiled_workflows (workflow_id, workflow_code) VALUES ($1, $2)`, aliceWorkflow, code)
 		})
 		_ = d.Pool.QueryRow(context.Background(), `SELECT generation FROM projects WHERE id = $1`, aliceProject).Scan(&after)

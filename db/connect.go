@@ -11,19 +11,47 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // ParseURL parses a DATABASE_URL. Its errors never contain the password: they name the
 // variable and say what is wrong with the rest.
+//
+// Unless the URL chooses a default_query_exec_mode itself, statements are described
+// once and then sent unnamed (pgx's cache_describe mode) rather than prepared under a
+// name on the server: a transaction-mode pooler (PgBouncer, Supabase's pooled URL)
+// hands each transaction to any server connection, where a named statement prepared
+// on another one does not exist. Every query still takes one round trip.
 func ParseURL(databaseURL string) (*pgxpool.Config, error) {
+	return ParseURLOf("DATABASE_URL", databaseURL)
+}
+
+// ParseURLOf is ParseURL for the connection string held by variable.
+func ParseURLOf(variable, databaseURL string) (*pgxpool.Config, error) {
 	if strings.TrimSpace(databaseURL) == "" {
-		return nil, errors.New("DATABASE_URL is empty")
+		return nil, fmt.Errorf("%s is empty", variable)
 	}
 	cfg, err := pgxpool.ParseConfig(databaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("DATABASE_URL is not a valid PostgreSQL connection string: %s", redact(databaseURL, reason(err)))
+		return nil, fmt.Errorf("%s is not a valid PostgreSQL connection string: %s", variable, redact(databaseURL, reason(err)))
+	}
+	if !strings.Contains(databaseURL, "default_query_exec_mode") {
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+	}
+	return cfg, nil
+}
+
+// PoolConfig is the pool configuration of databaseURL with at most maxConns
+// connections (0: pgx's default).
+func PoolConfig(databaseURL string, maxConns int32) (*pgxpool.Config, error) {
+	cfg, err := ParseURL(databaseURL)
+	if err != nil {
+		return nil, err
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
 	}
 	return cfg, nil
 }
@@ -31,12 +59,9 @@ func ParseURL(databaseURL string) (*pgxpool.Config, error) {
 // Connect opens a pool on databaseURL with at most maxConns connections and checks
 // that the server answers.
 func Connect(ctx context.Context, databaseURL string, maxConns int32) (*pgxpool.Pool, error) {
-	cfg, err := ParseURL(databaseURL)
+	cfg, err := PoolConfig(databaseURL, maxConns)
 	if err != nil {
 		return nil, err
-	}
-	if maxConns > 0 {
-		cfg.MaxConns = maxConns
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {

@@ -193,16 +193,16 @@ WITH others AS (
       AND NOT draining
       AND heartbeat_at > now() - make_interval(secs => $2::float8)
 ), me AS (
-    INSERT INTO reconciler_replicas AS r (replica_id, host, process_id, capacity, draining, fences, heartbeat_at)
+    INSERT INTO reconciler_replicas AS r (replica_id, host, process_id, capacity, draining, fences, heartbeat_at, problem)
     VALUES ($1::text, $3::text, $4::text, $5::int, $6::bool,
-            $7::bool OR EXISTS (SELECT 1 FROM others), now())
+            $7::bool OR EXISTS (SELECT 1 FROM others), now(), nullif($8::text, ''))
     ON CONFLICT (replica_id) DO UPDATE
     SET heartbeat_at = now(), capacity = excluded.capacity, draining = excluded.draining, fences = excluded.fences,
-        host = excluded.host, process_id = excluded.process_id
+        host = excluded.host, process_id = excluded.process_id, problem = excluded.problem
     RETURNING 1
 ), renewed AS (
     UPDATE project_leases l
-    SET expires_at = now() + make_interval(secs => $8::float8)
+    SET expires_at = now() + make_interval(secs => $9::float8)
     WHERE l.owner = $1::text
     RETURNING l.project_id, l.term
 )
@@ -219,6 +219,7 @@ type RenewLeasesParams struct {
 	Capacity            int32   `json:"capacity"`
 	Draining            bool    `json:"draining"`
 	Fences              bool    `json:"fences"`
+	Problem             string  `json:"problem"`
 	TtlSeconds          float64 `json:"ttl_seconds"`
 }
 
@@ -243,6 +244,7 @@ func (q *Queries) RenewLeases(ctx context.Context, arg RenewLeasesParams) ([]Ren
 		arg.Capacity,
 		arg.Draining,
 		arg.Fences,
+		arg.Problem,
 		arg.TtlSeconds,
 	)
 	if err != nil {

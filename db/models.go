@@ -91,7 +91,7 @@ type ProjectWorkerHealth struct {
 	StoppedAt          *time.Time    `json:"stopped_at"`
 }
 
-type ReconcilerCreated struct {
+type ReconcilerPrivateReconcilerCreated struct {
 	Object string `json:"object"`
 }
 
@@ -106,6 +106,8 @@ type ReconcilerReplica struct {
 	Fences      bool      `json:"fences"`
 	StartedAt   time.Time `json:"started_at"`
 	HeartbeatAt time.Time `json:"heartbeat_at"`
+	// A problem the replica cannot fix by itself and how to fix it (e.g. notifications not delivered through a transaction-mode pooler); NULL when all is well. Written with every lease renewal.
+	Problem pgtype.Text `json:"problem"`
 }
 
 // Workflows drawn in the builder. Only active ones are served.

@@ -90,3 +90,37 @@ func (q *Queries) ProjectHealth(ctx context.Context) ([]ProjectHealthRow, error)
 	}
 	return items, nil
 }
+
+const replicaProblems = `-- name: ReplicaProblems :many
+SELECT replica_id, host, problem::text AS problem
+FROM reconciler_replicas
+WHERE problem IS NOT NULL AND heartbeat_at > now() - interval '1 minute'
+ORDER BY replica_id
+`
+
+type ReplicaProblemsRow struct {
+	ReplicaID string `json:"replica_id"`
+	Host      string `json:"host"`
+	Problem   string `json:"problem"`
+}
+
+// Live replicas that report a problem they cannot fix by themselves.
+func (q *Queries) ReplicaProblems(ctx context.Context) ([]ReplicaProblemsRow, error) {
+	rows, err := q.db.Query(ctx, replicaProblems)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []ReplicaProblemsRow
+	for rows.Next() {
+		var i ReplicaProblemsRow
+		if err := rows.Scan(&i.ReplicaID, &i.Host, &i.Problem); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
+}

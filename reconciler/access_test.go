@@ -13,10 +13,19 @@ import (
 )
 
 // The service connected as a member of reconciler_service (the least-privilege role of
-// the README) runs a project end to end, and can do nothing the builder app owns.
+// the README) runs a project end to end, and can do nothing the builder app owns: on
+// plain PostgreSQL and on a database laid out like Supabase's.
 func TestServiceRunsAsTheLeastPrivilegeRole(t *testing.T) {
 	t.Parallel()
-	db := testenv.Database(t)
+	for _, layout := range testenv.Layouts {
+		t.Run(layout.Name, func(t *testing.T) {
+			t.Parallel()
+			testServiceAsLeastPrivilegeRole(t, layout.Database(t))
+		})
+	}
+}
+
+func testServiceAsLeastPrivilegeRole(t *testing.T, db *testenv.DB) {
 	tc := testenv.TemporalClient(t)
 	login := "svc_" + db.Name
 	exec(t, db.Pool, `CREATE ROLE `+login+` LOGIN IN ROLE reconciler_service`)

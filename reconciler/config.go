@@ -17,8 +17,14 @@ import (
 // Config is every setting of the service, read from the environment. The README's
 // configuration table lists the same variables; keep them in step.
 type Config struct {
-	// DatabaseURL is the PostgreSQL connection string (required by `run`).
+	// DatabaseURL is the PostgreSQL connection string (required by `run`). It may go
+	// through a transaction-mode pooler when ListenDatabaseURL is set.
 	DatabaseURL string `envconfig:"DATABASE_URL"`
+	// ListenDatabaseURL, when set, is the connection the listener holds for
+	// LISTEN/NOTIFY: a direct or session-mode connection string of the same database,
+	// for deployments whose DATABASE_URL goes through a transaction-mode pooler
+	// (Supabase's pooled URL), where notifications cannot arrive.
+	ListenDatabaseURL string `envconfig:"RECONCILER_LISTEN_DATABASE_URL"`
 	// TemporalAddress is the Temporal frontend host:port.
 	TemporalAddress string `envconfig:"TEMPORAL_ADDRESS"`
 	// TemporalNamespace is the namespace every project's worker polls in.
@@ -157,6 +163,11 @@ func (c Config) Validate() error {
 	}
 	if c.DatabaseURL != "" {
 		if _, err := db.ParseURL(c.DatabaseURL); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.ListenDatabaseURL != "" {
+		if _, err := db.ParseURLOf("RECONCILER_LISTEN_DATABASE_URL", c.ListenDatabaseURL); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -70,44 +70,37 @@ func TestPostgresOutageNeverStopsWorkers(t *testing.T) {
 	}
 }
 
-// listenerBackend is the listener connection's backend in pg_stat_activity.
-func listenerBackend(t *testing.T, db *testenv.DB) (pid int, started time.Time, ok bool) {
-	err := db.Pool.QueryRow(context.Background(), `
-		SELECT pid, backend_start FROM pg_stat_activity
-		WHERE application_name = 'reconciler-listener' AND datname = current_database()`).Scan(&pid, &started)
-	return pid, started, err == nil
-}
-
-// The listener's backend is killed and a change is made before it reconnects: the
-// resync that every reconnect runs applies it, long before the periodic poll.
+// The listener's connection is cut and a change is made before it can reconnect: the
+// resync that every reconnect runs applies it, long before the periodic poll. The
+// listener goes through a proxy (RECONCILER_LISTEN_DATABASE_URL) so that the test
+// decides when it may reconnect.
 func TestListenerReconnectResyncs(t *testing.T) {
 	t.Parallel()
 	db := testenv.Database(t)
-	startService(t, db, func(c *reconciler.Config) { c.PollInterval = time.Hour })
+	// Made before the service starts, so that no notification of theirs is in flight
+	// (a reconcile they queued would read the change below: level-triggered).
 	id, _ := project(t, db.Pool)
 	workflow(t, db.Pool, id, "greet", greetV1)
-
-	var oldPid int
-	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
-		pid, _, ok := listenerBackend(t, db)
-		oldPid = pid
-		return ok, "no listener connection"
+	proxy := testenv.StartProxy(t, fmt.Sprintf("127.0.0.1:%d", testenv.Postgres().Port()))
+	svc := startService(t, db, func(c *reconciler.Config) {
+		c.PollInterval = time.Hour
+		c.ListenDatabaseURL = fmt.Sprintf("postgres://postgres@%s/%s?sslmode=disable", proxy.Addr(), db.Name)
 	})
-	exec(t, db.Pool, `SELECT pg_terminate_backend($1)`, oldPid)
-	var changedAt time.Time
-	if err := db.Pool.QueryRow(context.Background(),
-		`UPDATE projects SET desired_status = 'running' WHERE id = $1 RETURNING clock_timestamp()`, id).Scan(&changedAt); err != nil {
-		t.Fatal(err)
-	}
-	waitWorker(t, db.Pool, id, 15*time.Second, hasStatus("running"))
+	// The listener delivers once its start-up resync is done, which found nothing to do.
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		return svc.ListenerDelivers(), "the listener does not deliver yet"
+	})
 
-	pid, started, ok := listenerBackend(t, db)
-	if !ok || pid == oldPid {
-		t.Fatalf("listener backend %d (ok=%v); want a new one after killing %d", pid, ok, oldPid)
+	proxy.Cut()
+	setDesired(t, db.Pool, id, "running")
+	// Nothing applies it while the listener is cut off (the poll is an hour away)...
+	time.Sleep(500 * time.Millisecond) // a bounded look for something that must not happen
+	if r, ok := latestWorker(t, db.Pool, id); ok {
+		t.Fatalf("the change applied while the listener was cut off (row %s): the test does not exercise the resync", r.Status)
 	}
-	if !started.After(changedAt) {
-		t.Fatalf("the listener reconnected at %s, before the change at %s: the test did not exercise the resync", started, changedAt)
-	}
+	// ...and the reconnect's resync does.
+	proxy.Restore(t)
+	waitWorker(t, db.Pool, id, 15*time.Second, hasStatus("running"))
 }
 
 // The Temporal dev server is killed and restarted: rows show the outage, a worker that

@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.temporal.io/sdk/client"
 
+	rdb "github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/internal/testenv"
 	"github.com/flowbuilder/reconciler/reconciler"
 )
@@ -62,7 +63,11 @@ func startServiceLogging(t testing.TB, db *testenv.DB, log *slog.Logger, modify 
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("test config: %v", err)
 	}
-	pool, err := pgxpool.New(context.Background(), cfg.DatabaseURL)
+	poolCfg, err := rdb.PoolConfig(cfg.DatabaseURL, cfg.DatabaseMaxConns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
 	if err != nil {
 		t.Fatal(err)
 	}

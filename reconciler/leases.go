@@ -58,6 +58,7 @@ func (r *Reconciler) renew(ctx context.Context) {
 		Fences:              fences,
 		TtlSeconds:          r.cfg.LeaseTTL.Seconds(),
 		ReplicaStaleSeconds: r.replicaStale().Seconds(),
+		Problem:             r.ListenerProblem(),
 	})
 	cancel()
 	r.metrics.renewSeconds.Observe(time.Since(sent).Seconds())

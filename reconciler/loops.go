@@ -57,15 +57,14 @@ func (r *Reconciler) listen(ctx context.Context) {
 				return nil, ctx.Err()
 			case <-time.After(delay):
 			}
-			cfg := r.pool.Config().ConnConfig.Copy()
-			cfg.RuntimeParams["application_name"] = "reconciler-listener"
-			conn, err := pgx.ConnectConfig(ctx, cfg)
+			conn, err := pgx.ConnectConfig(ctx, r.listenConfig())
 			if err != nil {
 				return nil, err
 			}
 			mu.Lock()
 			current, connectedAt = conn, time.Now()
 			mu.Unlock()
+			r.listenerConnected.Store(connectedAt.UnixNano())
 			r.listenerUp.Store(true)
 			return conn, nil
 		},
@@ -113,14 +112,33 @@ func listenerDelay(n int) time.Duration {
 	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
 }
 
-// pingListener sends a notification to itself every ListenerPingInterval and calls
-// kill when it does not arrive within ListenerPingTimeout.
+// listenConfig is the listener's connection: RECONCILER_LISTEN_DATABASE_URL when set
+// (validated at start-up), else the pool's.
+func (r *Reconciler) listenConfig() *pgx.ConnConfig {
+	cfg := r.pool.Config().ConnConfig.Copy()
+	if r.cfg.ListenDatabaseURL != "" {
+		if c, err := db.ParseURLOf("RECONCILER_LISTEN_DATABASE_URL", r.cfg.ListenDatabaseURL); err == nil {
+			cfg = c.ConnConfig
+		}
+	}
+	cfg.RuntimeParams["application_name"] = "reconciler-listener"
+	return cfg
+}
+
+// pingListener sends a notification to itself every ListenerPingInterval, and right
+// after each (re)connect, and calls kill when it does not arrive within
+// ListenerPingTimeout. A connection that never delivers even its first ping is not a
+// passing network fault: it goes through a pooler that cannot carry LISTEN, which is
+// reported (log, /readyz, reconciler_replicas.problem) until a ping arrives.
 func (r *Reconciler) pingListener(ctx context.Context, kill func()) {
 	for {
+		fresh := false
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(jitter(r.cfg.ListenerPingInterval)):
+		case <-r.pingNow:
+			fresh = true
 		}
 		if !r.listenerUp.Load() {
 			continue // reconnecting already
@@ -132,11 +150,66 @@ func (r *Reconciler) pingListener(ctx context.Context, kill func()) {
 		if err != nil {
 			continue // the database is unreachable: the listener finds out by itself
 		}
-		if !r.pingArrives(ctx, sent) {
-			r.log.Warn("listener missed its own ping; reconnecting", "waited", r.cfg.ListenerPingTimeout)
-			r.listenerUp.Store(false)
-			kill()
+		if r.pingArrives(ctx, sent) {
+			r.setListenerProblem("")
+			continue
 		}
+		if fresh && ctx.Err() == nil {
+			r.setListenerProblem(fmt.Sprintf("notifications do not arrive on the listener's connection (%s): it most likely "+
+				"goes through a transaction-mode pooler (Supabase's pooled connection string on port 6543, PgBouncer with "+
+				"pool_mode = transaction), which cannot carry LISTEN. Set RECONCILER_LISTEN_DATABASE_URL to a direct or "+
+				"session-mode connection string of the same database (on Supabase: the direct connection, or the session "+
+				"pooler on port 5432). Until then, changes apply only at the next resync (RECONCILER_POLL_INTERVAL, %s)",
+				describeConn(r.listenConfig()), r.cfg.PollInterval))
+		}
+		r.log.Warn("listener missed its own ping; reconnecting", "waited", r.cfg.ListenerPingTimeout)
+		r.listenerUp.Store(false)
+		kill()
+	}
+}
+
+// setListenerProblem records why notifications do not arrive ("" when they do) and
+// logs each change, repeating a standing problem every ten minutes.
+func (r *Reconciler) setListenerProblem(problem string) {
+	prev := r.listenerProblem.Swap(&problem)
+	switch {
+	case problem == "" && prev != nil && *prev != "":
+		r.log.Info("notifications arrive on the listener's connection again")
+	case problem != "" && (prev == nil || *prev != problem || time.Since(r.problemLogged) > 10*time.Minute):
+		r.problemLogged = time.Now()
+		r.log.Error("listener", "problem", problem)
+	}
+}
+
+// ListenerDelivers says whether the listener is connected and has received its own
+// ping since it last connected: a notification sent now will arrive.
+func (r *Reconciler) ListenerDelivers() bool {
+	return r.listenerUp.Load() && r.lastPing.Load() >= r.listenerConnected.Load()
+}
+
+// ListenerProblem says why notifications do not reach this replica, or "".
+func (r *Reconciler) ListenerProblem() string {
+	if p := r.listenerProblem.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// describeConn names a connection for the operator, without its password.
+func describeConn(c *pgx.ConnConfig) string {
+	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
+
+// warnPooledURL warns at start-up when DATABASE_URL, used for listening too, looks
+// like Supabase's transaction pooler; the listener's first ping confirms or not.
+func (r *Reconciler) warnPooledURL() {
+	if r.cfg.ListenDatabaseURL != "" {
+		return
+	}
+	c := r.pool.Config().ConnConfig
+	if c.Port == 6543 || strings.Contains(c.Host, "pooler.supabase.com") && c.Port != 5432 {
+		r.log.Warn("DATABASE_URL looks like Supabase's transaction pooler, which cannot carry LISTEN: set RECONCILER_LISTEN_DATABASE_URL to the direct (or session pooler, port 5432) connection string",
+			"database", describeConn(c))
 	}
 }
 
@@ -181,6 +254,10 @@ func (h listenHandler) HandleNotification(_ context.Context, n *pgconn.Notificat
 // HandleBacklog runs after LISTEN is in place on every connection: whatever changed
 // before is caught by a resync.
 func (h listenHandler) HandleBacklog(ctx context.Context, _ string, _ *pgx.Conn) error {
+	select { // LISTEN is in place: prove at once that notifications arrive
+	case h.r.pingNow <- struct{}{}:
+	default:
+	}
 	return h.r.resync(ctx)
 }
 

@@ -105,7 +105,9 @@ func (r *Reconciler) Ready(ctx context.Context) (map[string]string, bool) {
 	if err := r.pool.Ping(ctx); err != nil {
 		checks["database"] = err.Error()
 	}
-	if !r.listenerUp.Load() {
+	if p := r.ListenerProblem(); p != "" {
+		checks["listener"] = p
+	} else if !r.listenerUp.Load() {
 		checks["listener"] = "not connected"
 	}
 	if _, err := r.shared.temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {

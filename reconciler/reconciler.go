@@ -58,8 +58,12 @@ type Reconciler struct {
 	mu      sync.Mutex
 	workers map[uuid.UUID]*projectWorker
 
-	listenerUp atomic.Bool
-	lastPing   atomic.Int64 // unix nanos of the last ping notification received
+	listenerUp        atomic.Bool
+	lastPing          atomic.Int64 // unix nanos of the last ping notification received
+	listenerConnected atomic.Int64 // unix nanos of the listener's last connect
+	pingNow           chan struct{}
+	listenerProblem   atomic.Pointer[string]
+	problemLogged     time.Time // owned by the ping loop
 
 	startOnce sync.Once
 	stopOnce  sync.Once
@@ -114,6 +118,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		rows:      newRowWriter(q, host, pid, replica, log, m.rowWriteSeconds),
 		own:       newOwnership(replica, cfg.MaxProjects),
 		renewWake: make(chan struct{}, 1),
+		pingNow:   make(chan struct{}, 1),
 		workers:   map[uuid.UUID]*projectWorker{},
 		metrics:   m,
 		queues:    queues,
@@ -134,6 +139,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 			r.shared.temporal.Close()
 			return
 		}
+		r.warnPooledURL()
 		ctx, r.cancel = context.WithCancel(context.WithoutCancel(ctx))
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := r.closeOrphans(cctx); err != nil {

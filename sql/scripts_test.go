@@ -16,6 +16,18 @@ import (
 
 func TestMain(m *testing.M) { testenv.Main(m) }
 
+// eachLayout runs test on a plain PostgreSQL database and on one laid out like
+// Supabase's, where the operator's postgres is not a superuser.
+func eachLayout(t *testing.T, test func(t *testing.T, db *testenv.DB)) {
+	t.Parallel()
+	for _, layout := range testenv.Layouts {
+		t.Run(layout.Name, func(t *testing.T) {
+			t.Parallel()
+			test(t, layout.Database(t))
+		})
+	}
+}
+
 func psqlPath(t *testing.T) string {
 	if p, err := exec.LookPath("psql"); err == nil {
 		return p
@@ -71,82 +83,82 @@ func desired(t *testing.T, db *testenv.DB, id uuid.UUID) (status string, restart
 }
 
 func TestFleetStatus(t *testing.T) {
-	t.Parallel()
-	db := testenv.Database(t)
-	fleet(t, db)
-	out := psql(t, db, "fleet_status.sql")
-	lines := strings.Split(out, "\n")
-	if !strings.Contains(lines[0], "project") || !strings.Contains(lines[0], "healthy") || !strings.Contains(out, "(3 rows)") {
-		t.Fatalf("fleet_status:\n%s", out)
-	}
-	if !strings.HasPrefix(strings.TrimSpace(lines[2]), "crashing") || !strings.Contains(lines[2], "second crash") {
-		t.Errorf("the failing project is not first, with its error:\n%s", out)
-	}
+	eachLayout(t, func(t *testing.T, db *testenv.DB) {
+		fleet(t, db)
+		out := psql(t, db, "fleet_status.sql")
+		lines := strings.Split(out, "\n")
+		if !strings.Contains(lines[0], "project") || !strings.Contains(lines[0], "healthy") || !strings.Contains(out, "(3 rows)") {
+			t.Fatalf("fleet_status:\n%s", out)
+		}
+		if !strings.HasPrefix(strings.TrimSpace(lines[2]), "crashing") || !strings.Contains(lines[2], "second crash") {
+			t.Errorf("the failing project is not first, with its error:\n%s", out)
+		}
+	})
 }
 
 func TestUnhealthyListsCrashLoopsOnly(t *testing.T) {
-	t.Parallel()
-	db := testenv.Database(t)
-	fleet(t, db)
-	out := psql(t, db, "unhealthy.sql")
-	if !strings.Contains(out, "(1 row)") || !strings.Contains(out, "crashing") || strings.Contains(out, "parked") {
-		t.Fatalf("unhealthy:\n%s", out)
-	}
-	fields := strings.Split(strings.Split(out, "\n")[2], "|")
-	if len(fields) < 5 || strings.TrimSpace(fields[4]) != "2" {
-		t.Errorf("failures_last_hour of the crashing project is not 2:\n%s", out)
-	}
+	eachLayout(t, func(t *testing.T, db *testenv.DB) {
+		fleet(t, db)
+		out := psql(t, db, "unhealthy.sql")
+		if !strings.Contains(out, "(1 row)") || !strings.Contains(out, "crashing") || strings.Contains(out, "parked") {
+			t.Fatalf("unhealthy:\n%s", out)
+		}
+		fields := strings.Split(strings.Split(out, "\n")[2], "|")
+		if len(fields) < 5 || strings.TrimSpace(fields[4]) != "2" {
+			t.Errorf("failures_last_hour of the crashing project is not 2:\n%s", out)
+		}
+	})
 }
 
 func TestRestartFailedRestartsOnlyFailedProjects(t *testing.T) {
-	t.Parallel()
-	db := testenv.Database(t)
-	healthy, stopped, failing := fleet(t, db)
-	out := psql(t, db, "restart_failed.sql")
-	if !strings.Contains(out, "crashing") || !strings.Contains(out, "(1 row)") {
-		t.Fatalf("restart_failed:\n%s", out)
-	}
-	if _, g := desired(t, db, failing); g == 0 {
-		t.Error("the failing project was not restarted")
-	}
-	for _, id := range []uuid.UUID{healthy, stopped} {
-		if _, g := desired(t, db, id); g != 0 {
-			t.Errorf("project %s was restarted though its worker did not fail", id)
+	eachLayout(t, func(t *testing.T, db *testenv.DB) {
+		healthy, stopped, failing := fleet(t, db)
+		out := psql(t, db, "restart_failed.sql")
+		if !strings.Contains(out, "crashing") || !strings.Contains(out, "(1 row)") {
+			t.Fatalf("restart_failed:\n%s", out)
 		}
-	}
+		if _, g := desired(t, db, failing); g == 0 {
+			t.Error("the failing project was not restarted")
+		}
+		for _, id := range []uuid.UUID{healthy, stopped} {
+			if _, g := desired(t, db, id); g != 0 {
+				t.Errorf("project %s was restarted though its worker did not fail", id)
+			}
+		}
+	})
 }
 
 func TestStopProject(t *testing.T) {
-	t.Parallel()
-	db := testenv.Database(t)
-	healthy, _, failing := fleet(t, db)
-	out := psql(t, db, "stop_project.sql", "project="+healthy.String())
-	if !strings.Contains(out, "healthy") || !strings.Contains(out, "stopped") {
-		t.Fatalf("stop_project:\n%s", out)
-	}
-	if s, _ := desired(t, db, healthy); s != "stopped" {
-		t.Errorf("desired_status %s after stop_project", s)
-	}
-	if s, _ := desired(t, db, failing); s != "running" {
-		t.Errorf("stop_project stopped another project too")
-	}
-	usage := psql(t, db, "stop_project.sql")
-	if !strings.Contains(usage, "usage:") {
-		t.Errorf("without -v project it printed %q, want the usage", usage)
-	}
+	eachLayout(t, func(t *testing.T, db *testenv.DB) {
+		healthy, _, failing := fleet(t, db)
+		out := psql(t, db, "stop_project.sql", "project="+healthy.String())
+		if !strings.Contains(out, "healthy") || !strings.Contains(out, "stopped") {
+			t.Fatalf("stop_project:\n%s", out)
+		}
+		if s, _ := desired(t, db, healthy); s != "stopped" {
+			t.Errorf("desired_status %s after stop_project", s)
+		}
+		if s, _ := desired(t, db, failing); s != "running" {
+			t.Errorf("stop_project stopped another project too")
+		}
+		usage := psql(t, db, "stop_project.sql")
+		if !strings.Contains(usage, "usage:") {
+			t.Errorf("without -v project it printed %q, want the usage", usage)
+		}
+	})
 }
 
 func TestDrainStopsEverything(t *testing.T) {
-	t.Parallel()
-	db := testenv.Database(t)
-	healthy, stopped, failing := fleet(t, db)
-	out := psql(t, db, "drain.sql")
-	if !strings.Contains(out, "UPDATE 2") || !strings.Contains(out, "healthy") || !strings.Contains(out, "crashing") {
-		t.Fatalf("drain:\n%s", out)
-	}
-	for _, id := range []uuid.UUID{healthy, stopped, failing} {
-		if s, _ := desired(t, db, id); s != "stopped" {
-			t.Errorf("project %s is %s after drain", id, s)
+	eachLayout(t, func(t *testing.T, db *testenv.DB) {
+		healthy, stopped, failing := fleet(t, db)
+		out := psql(t, db, "drain.sql")
+		if !strings.Contains(out, "UPDATE 2") || !strings.Contains(out, "healthy") || !strings.Contains(out, "crashing") {
+			t.Fatalf("drain:\n%s", out)
 		}
-	}
+		for _, id := range []uuid.UUID{healthy, stopped, failing} {
+			if s, _ := desired(t, db, id); s != "stopped" {
+				t.Errorf("project %s is %s after drain", id, s)
+			}
+		}
+	})
 }

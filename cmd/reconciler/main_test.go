@@ -181,6 +181,9 @@ func TestStatusShowsEveryProject(t *testing.T) {
 		('w2', '22222222-2222-2222-2222-222222222222', 'q2', 'stopped', 'node-a', '101', now() - interval '1 hour', 1, '{}'),
 		('w3', '33333333-3333-3333-3333-333333333333', 'q3', 'failed', 'node-b', '202', now() - interval '5 seconds', 1,
 		 '{"error": "worker cannot poll task queue q3: PermissionDenied", "restarts": 4, "next_retry_at": "2031-01-01T00:00:00Z"}')`)
+	mustExec(`INSERT INTO reconciler_replicas (replica_id, host, process_id, capacity, problem) VALUES
+		('node-a-101', 'node-a', '101', 100, 'notifications do not arrive: set RECONCILER_LISTEN_DATABASE_URL'),
+		('node-b-202', 'node-b', '202', 100, NULL)`)
 	env := []string{"DATABASE_URL=" + d.URL}
 
 	out, err := command(t, ctx, env, "status").CombinedOutput()
@@ -188,6 +191,10 @@ func TestStatusShowsEveryProject(t *testing.T) {
 		t.Fatalf("status: %v\n%s", err, out)
 	}
 	table := string(out)
+	problem, table, _ := strings.Cut(table, "\n\n")
+	if problem != "PROBLEM on replica node-a-101 (node-a): notifications do not arrive: set RECONCILER_LISTEN_DATABASE_URL" {
+		t.Errorf("status does not lead with the replica's problem:\n%s", out)
+	}
 	lines := strings.Split(strings.TrimSpace(table), "\n")
 	if !strings.HasPrefix(lines[0], "3 projects, 2 healthy, 1 not") || len(lines) != 6 {
 		t.Fatalf("status printed:\n%s", table)

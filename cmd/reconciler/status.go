@@ -31,9 +31,14 @@ func status(ctx context.Context, cfg reconciler.Config, args []string, out io.Wr
 		return err
 	}
 	defer pool.Close()
-	rows, err := db.New(pool).ProjectHealth(ctx)
+	q := db.New(pool)
+	rows, err := q.ProjectHealth(ctx)
 	if err != nil {
 		return fmt.Errorf("read project_worker_health: %w", err)
+	}
+	problems, err := q.ReplicaProblems(ctx)
+	if err != nil {
+		return fmt.Errorf("read reconciler_replicas: %w", err)
 	}
 	if asJSON {
 		enc := json.NewEncoder(out)
@@ -42,6 +47,9 @@ func status(ctx context.Context, cfg reconciler.Config, args []string, out io.Wr
 			rows = []db.ProjectHealthRow{}
 		}
 		return enc.Encode(rows)
+	}
+	for _, p := range problems {
+		fmt.Fprintf(out, "PROBLEM on replica %s (%s): %s\n\n", p.ReplicaID, p.Host, p.Problem)
 	}
 	return statusTable(out, rows, time.Now())
 }

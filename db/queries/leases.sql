@@ -12,12 +12,12 @@ WITH others AS (
       AND NOT draining
       AND heartbeat_at > now() - make_interval(secs => @replica_stale_seconds::float8)
 ), me AS (
-    INSERT INTO reconciler_replicas AS r (replica_id, host, process_id, capacity, draining, fences, heartbeat_at)
+    INSERT INTO reconciler_replicas AS r (replica_id, host, process_id, capacity, draining, fences, heartbeat_at, problem)
     VALUES (@replica::text, @host::text, @process_id::text, @capacity::int, @draining::bool,
-            @fences::bool OR EXISTS (SELECT 1 FROM others), now())
+            @fences::bool OR EXISTS (SELECT 1 FROM others), now(), nullif(@problem::text, ''))
     ON CONFLICT (replica_id) DO UPDATE
     SET heartbeat_at = now(), capacity = excluded.capacity, draining = excluded.draining, fences = excluded.fences,
-        host = excluded.host, process_id = excluded.process_id
+        host = excluded.host, process_id = excluded.process_id, problem = excluded.problem
     RETURNING 1
 ), renewed AS (
     UPDATE project_leases l

@@ -19,3 +19,10 @@ SELECT project_id,
        coalesce(owner_replica, '')::text            AS owner_replica
 FROM project_worker_health
 ORDER BY is_healthy, project_name, project_id;
+
+-- name: ReplicaProblems :many
+-- Live replicas that report a problem they cannot fix by themselves.
+SELECT replica_id, host, problem::text AS problem
+FROM reconciler_replicas
+WHERE problem IS NOT NULL AND heartbeat_at > now() - interval '1 minute'
+ORDER BY replica_id;

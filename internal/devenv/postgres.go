@@ -25,6 +25,7 @@ import (
 // Postgres is a private PostgreSQL cluster. Stop and Start may be called again to
 // simulate an outage; Close removes the cluster for good.
 type Postgres struct {
+	super    string
 	bin      string
 	dir      string
 	port     int
@@ -37,6 +38,10 @@ type Postgres struct {
 type PostgresOptions struct {
 	// Settings are extra server settings, e.g. "shared_preload_libraries=pg_stat_statements".
 	Settings []string
+	// Superuser is the bootstrap superuser's name (default postgres). A cluster laid
+	// out like Supabase's has supabase_admin here and creates postgres itself, as an
+	// ordinary role.
+	Superuser string
 }
 
 // StartPostgres creates a cluster in a new temporary folder and starts it. When the
@@ -51,7 +56,10 @@ func StartPostgresWith(ctx context.Context, opts PostgresOptions) (*Postgres, er
 	if err != nil {
 		return nil, err
 	}
-	p := &Postgres{bin: bin, settings: opts.Settings}
+	p := &Postgres{bin: bin, settings: opts.Settings, super: opts.Superuser}
+	if p.super == "" {
+		p.super = "postgres"
+	}
 	if os.Geteuid() == 0 {
 		cred, err := credentialOf("postgres")
 		if err != nil {
@@ -68,7 +76,7 @@ func StartPostgresWith(ctx context.Context, opts PostgresOptions) (*Postgres, er
 		return nil, err
 	}
 	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"),
-		"-D", p.dataDir(), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "-N")
+		"-D", p.dataDir(), "-U", p.super, "-A", "trust", "-E", "UTF8", "--no-locale", "-N")
 	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: p.cred, Pdeathsig: syscall.SIGKILL}
 	if out, err := initdb.CombinedOutput(); err != nil {
 		p.Close()
@@ -86,9 +94,21 @@ func StartPostgresWith(ctx context.Context, opts PostgresOptions) (*Postgres, er
 	return p, nil
 }
 
-// URL is the connection string for database name on this cluster.
+// URL is the connection string for database name on this cluster, as the role
+// postgres (the superuser, unless the cluster was made with another one).
 func (p *Postgres) URL(database string) string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", p.port, database)
+	return p.URLAs("postgres", database)
+}
+
+// URLAs is the connection string for database name as role user (local connections
+// are trusted: no password).
+func (p *Postgres) URLAs(user, database string) string {
+	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", user, p.port, database)
+}
+
+// SuperURL is the connection string for database name as the bootstrap superuser.
+func (p *Postgres) SuperURL(database string) string {
+	return p.URLAs(p.super, database)
 }
 
 // Port is the TCP port the cluster listens on.
@@ -120,7 +140,7 @@ func (p *Postgres) Start(ctx context.Context) error {
 	}
 	p.proc = proc
 	err = proc.waitReady(ctx, func() error {
-		conn, err := pgx.Connect(ctx, p.URL("postgres"))
+		conn, err := pgx.Connect(ctx, p.SuperURL("postgres"))
 		if err == nil {
 			conn.Close(ctx)
 		}

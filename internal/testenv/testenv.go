@@ -16,7 +16,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -32,17 +31,73 @@ import (
 )
 
 var (
-	pg *devenv.Postgres
-
-	templateOnce sync.Once
-	templateErr  error
-	createMu     sync.Mutex // CREATE DATABASE ... TEMPLATE wants the template to itself
-	dbSeq        atomic.Int64
-
 	temporalOnce sync.Once
 	temporal     *devenv.Temporal
 	temporalErr  error
 )
+
+// Layout is how a test cluster's roles and privileges are laid out. Plain is a stock
+// PostgreSQL whose superuser is postgres: the migrations create Supabase's roles and
+// auth.uid() themselves. Supabase reproduces a Supabase project's database: the
+// superuser is supabase_admin, postgres is an ordinary role (CREATEROLE, CREATEDB,
+// BYPASSRLS) that owns the database and runs the migrations, the roles anon,
+// authenticated, service_role and authenticator (which PostgREST logs in as) exist,
+// the auth schema and auth.uid() belong to supabase_admin, and Supabase's default
+// privileges grant anon, authenticated and service_role everything on each new table,
+// function and sequence in public.
+type Layout struct {
+	Name string
+
+	super     string // bootstrap superuser
+	bootstrap []string
+
+	once    sync.Once
+	err     error
+	pg      *devenv.Postgres
+	base    string // a database with the layout and no migration
+	tmplMu  sync.Mutex
+	tmplErr error
+	tmplOK  bool
+}
+
+var (
+	// Plain is a stock PostgreSQL cluster (the package's default).
+	Plain = &Layout{Name: "postgres", super: "postgres"}
+	// Supabase is a cluster laid out like a Supabase project's (see Layout).
+	Supabase = &Layout{Name: "supabase", super: "supabase_admin", bootstrap: []string{
+		`CREATE ROLE postgres LOGIN CREATEROLE CREATEDB REPLICATION BYPASSRLS`,
+		`CREATE ROLE anon NOLOGIN NOINHERIT`,
+		`CREATE ROLE authenticated NOLOGIN NOINHERIT`,
+		`CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS`,
+		`CREATE ROLE authenticator LOGIN NOINHERIT`,
+		`GRANT anon, authenticated, service_role TO authenticator`,
+		`GRANT anon, authenticated, service_role TO postgres`,
+	}}
+
+	// Layouts are both, for tests that must hold on each.
+	Layouts = []*Layout{Plain, Supabase}
+
+	createMu sync.Mutex // CREATE DATABASE ... TEMPLATE wants the template to itself
+	dbSeq    atomic.Int64
+)
+
+// supabaseDatabase is what Supabase puts in each project database before any
+// migration of the app: the auth schema, owned by supabase_admin, and the default
+// privileges that hand every new object in public to the API roles.
+var supabaseDatabase = []string{
+	`CREATE SCHEMA auth AUTHORIZATION supabase_admin`,
+	`CREATE FUNCTION auth.uid() RETURNS uuid LANGUAGE sql STABLE AS $$
+		SELECT nullif(coalesce(current_setting('request.jwt.claim.sub', true),
+			(nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub')), '')::uuid $$`,
+	`GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role, postgres`,
+	`GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role`,
+	`ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON TABLES TO anon, authenticated, service_role`,
+	`ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON FUNCTIONS TO anon, authenticated, service_role`,
+	`ALTER DEFAULT PRIVILEGES FOR ROLE postgres IN SCHEMA public GRANT ALL ON SEQUENCES TO anon, authenticated, service_role`,
+	`ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT ALL ON TABLES TO postgres, anon, authenticated, service_role`,
+	`ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT ALL ON FUNCTIONS TO postgres, anon, authenticated, service_role`,
+	`ALTER DEFAULT PRIVILEGES FOR ROLE supabase_admin IN SCHEMA public GRANT ALL ON SEQUENCES TO postgres, anon, authenticated, service_role`,
+}
 
 const templateDB = "reconciler_template"
 
@@ -53,14 +108,10 @@ func Main(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	p, err := devenv.StartPostgres(ctx)
-	cancel()
-	if err != nil {
+	if err := Plain.start(); err != nil {
 		fmt.Fprintln(os.Stderr, "testenv:", err)
 		return 1
 	}
-	pg = p
 	code := m.Run()
 	if temporal != nil {
 		temporal.Close()
@@ -68,7 +119,11 @@ func run(m *testing.M) int {
 	if binaryDir != "" {
 		os.RemoveAll(binaryDir)
 	}
-	pg.Close()
+	for _, l := range Layouts {
+		if l.pg != nil {
+			l.pg.Close()
+		}
+	}
 	if code == 0 {
 		if err := goleak.Find(leakOptions()...); err != nil {
 			fmt.Fprintln(os.Stderr, "testenv: goroutines leaked:", err)
@@ -76,6 +131,43 @@ func run(m *testing.M) int {
 		}
 	}
 	return code
+}
+
+// start starts the layout's cluster once (Plain at Main, Supabase on first use).
+func (l *Layout) start() error {
+	l.once.Do(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		l.pg, l.err = devenv.StartPostgresWith(ctx, devenv.PostgresOptions{Superuser: l.super})
+		if l.err != nil {
+			return
+		}
+		for _, stmt := range l.bootstrap {
+			if l.err = l.adminExec(ctx, stmt); l.err != nil {
+				l.err = fmt.Errorf("%s layout: %s: %w", l.Name, stmt, l.err)
+				return
+			}
+		}
+		if l == Supabase {
+			l.base = "supabase_base"
+			if l.err = l.adminExec(ctx, "CREATE DATABASE "+l.base+" OWNER postgres"); l.err != nil {
+				return
+			}
+			conn, err := pgx.Connect(ctx, l.pg.SuperURL(l.base))
+			if err != nil {
+				l.err = err
+				return
+			}
+			defer conn.Close(ctx)
+			for _, stmt := range supabaseDatabase {
+				if _, err := conn.Exec(ctx, stmt); err != nil {
+					l.err = fmt.Errorf("supabase layout: %s: %w", stmt, err)
+					return
+				}
+			}
+		}
+	})
+	return l.err
 }
 
 // leakOptions ignores goroutines of libraries that end asynchronously after Close.
@@ -87,59 +179,111 @@ func leakOptions() []goleak.Option {
 	}
 }
 
-// Postgres is the package's cluster (for tests that need a new database of their own
-// shape, or the cluster's port).
-func Postgres() *devenv.Postgres { return pg }
+// Postgres is the package's plain cluster (for tests that need a new database of their
+// own shape, or the cluster's port).
+func Postgres() *devenv.Postgres { return Plain.pg }
+
+// Cluster is the layout's cluster, started if it was not.
+func (l *Layout) Cluster(t testing.TB) *devenv.Postgres {
+	t.Helper()
+	if err := l.start(); err != nil {
+		t.Fatalf("testenv: %s cluster: %v", l.Name, err)
+	}
+	return l.pg
+}
 
 // DB is a test's own database.
 type DB struct {
-	Name string
-	URL  string
-	Pool *pgxpool.Pool
+	Name   string
+	URL    string // as the role postgres: the superuser on Plain, the database owner on Supabase
+	Pool   *pgxpool.Pool
+	Layout *Layout
 }
 
 // URLAs is the connection string of the database for another login role (the test
-// cluster trusts local connections, so no password is needed).
+// clusters trust local connections, so no password is needed).
 func (d *DB) URLAs(user string) string {
-	return strings.Replace(d.URL, "postgres://postgres@", "postgres://"+user+"@", 1)
+	return d.Layout.pg.URLAs(user, d.Name)
 }
 
-// Database creates a migrated database for t, dropped when t ends.
+// Authenticator is a pool logged in as authenticator, the role PostgREST connects
+// as, closed when t ends. On Plain the role is created (once per cluster) the way
+// Supabase defines it.
+func (d *DB) Authenticator(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	if d.Layout == Plain {
+		err := d.Layout.adminExec(context.Background(), `DO $$ BEGIN
+			IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'authenticator') THEN
+				CREATE ROLE authenticator LOGIN NOINHERIT;
+			END IF;
+			GRANT anon, authenticated, service_role TO authenticator;
+		EXCEPTION WHEN unique_violation OR duplicate_object THEN NULL;
+		END $$`)
+		if err != nil {
+			t.Fatalf("testenv: authenticator role: %v", err)
+		}
+	}
+	pool, err := pgxpool.New(context.Background(), d.URLAs("authenticator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// Database creates a migrated database on the plain cluster for t, dropped when t ends.
 func Database(t testing.TB) *DB {
 	t.Helper()
-	return database(t, true)
+	return Plain.Database(t)
 }
 
-// EmptyDatabase creates a database without any migration, dropped when t ends.
+// EmptyDatabase creates a database without any migration on the plain cluster,
+// dropped when t ends.
 func EmptyDatabase(t testing.TB) *DB {
 	t.Helper()
-	return database(t, false)
+	return Plain.EmptyDatabase(t)
 }
 
-func database(t testing.TB, migrated bool) *DB {
+// Database creates a migrated database of this layout for t, dropped when t ends.
+// The migrations ran as postgres (a non-superuser on Supabase).
+func (l *Layout) Database(t testing.TB) *DB {
 	t.Helper()
-	if pg == nil {
-		t.Fatal("testenv: call testenv.Main from TestMain")
+	return l.database(t, true)
+}
+
+// EmptyDatabase creates a database of this layout (Supabase's roles, auth schema and
+// default privileges on Supabase) without any migration, dropped when t ends.
+func (l *Layout) EmptyDatabase(t testing.TB) *DB {
+	t.Helper()
+	return l.database(t, false)
+}
+
+func (l *Layout) database(t testing.TB, migrated bool) *DB {
+	t.Helper()
+	if err := l.start(); err != nil {
+		t.Fatalf("testenv: %s cluster: %v", l.Name, err)
 	}
 	ctx := context.Background()
 	if migrated {
-		templateOnce.Do(func() { templateErr = createTemplate(ctx) })
-		if templateErr != nil {
-			t.Fatalf("testenv: template database: %v", templateErr)
+		if err := l.template(ctx); err != nil {
+			t.Fatalf("testenv: %s template database: %v", l.Name, err)
 		}
 	}
 	name := fmt.Sprintf("test_%d_%d", os.Getpid(), dbSeq.Add(1))
-	stmt := "CREATE DATABASE " + name
-	if migrated {
+	stmt := "CREATE DATABASE " + name + " OWNER postgres"
+	switch {
+	case migrated:
 		stmt += " TEMPLATE " + templateDB
+	case l.base != "":
+		stmt += " TEMPLATE " + l.base
 	}
 	createMu.Lock()
-	err := adminExec(ctx, stmt)
+	err := l.adminExec(ctx, stmt)
 	createMu.Unlock()
 	if err != nil {
 		t.Fatalf("testenv: %s: %v", stmt, err)
 	}
-	d := &DB{Name: name, URL: pg.URL(name)}
+	d := &DB{Name: name, URL: l.pg.URL(name), Layout: l}
 	cfg, err := pgxpool.ParseConfig(d.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -151,20 +295,43 @@ func database(t testing.TB, migrated bool) *DB {
 	}
 	t.Cleanup(func() {
 		d.Pool.Close()
-		_ = adminExec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		_ = l.adminExec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
 	})
 	return d
 }
 
-func createTemplate(ctx context.Context) error {
-	if err := adminExec(ctx, "CREATE DATABASE "+templateDB); err != nil {
+// template makes the migrated template database once (a failure is remembered: every
+// test of the layout fails with it).
+func (l *Layout) template(ctx context.Context) error {
+	l.tmplMu.Lock()
+	defer l.tmplMu.Unlock()
+	if l.tmplOK {
+		return nil
+	}
+	if l.tmplErr != nil {
+		return l.tmplErr
+	}
+	stmt := "CREATE DATABASE " + templateDB + " OWNER postgres"
+	if l.base != "" {
+		stmt += " TEMPLATE " + l.base
+	}
+	createMu.Lock()
+	err := l.adminExec(ctx, stmt)
+	createMu.Unlock()
+	if err == nil {
+		err = db.Migrate(ctx, l.pg.URL(templateDB))
+	}
+	if err != nil {
+		l.tmplErr = err
 		return err
 	}
-	return db.Migrate(ctx, pg.URL(templateDB))
+	l.tmplOK = true
+	return nil
 }
 
-func adminExec(ctx context.Context, stmt string) error {
-	conn, err := pgx.Connect(ctx, pg.URL("postgres"))
+// adminExec runs stmt as the cluster's superuser.
+func (l *Layout) adminExec(ctx context.Context, stmt string) error {
+	conn, err := pgx.Connect(ctx, l.pg.SuperURL("postgres"))
 	if err != nil {
 		return err
 	}
@@ -229,7 +396,7 @@ func PrivatePostgres(t testing.TB) (*devenv.Postgres, *DB) {
 		t.Fatalf("testenv: private postgres: %v", err)
 	}
 	t.Cleanup(p.Close)
-	d := &DB{Name: "postgres", URL: p.URL("postgres")}
+	d := &DB{Name: "postgres", URL: p.URL("postgres"), Layout: &Layout{Name: "private", super: "postgres", pg: p}}
 	if err := db.Migrate(ctx, d.URL); err != nil {
 		t.Fatalf("testenv: migrate private postgres: %v", err)
 	}

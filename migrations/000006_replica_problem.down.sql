@@ -1,0 +1,1 @@
+ALTER TABLE reconciler_replicas DROP COLUMN IF EXISTS problem;
