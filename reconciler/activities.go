@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 
 	"go.temporal.io/sdk/activity"
 	"go.temporal.io/sdk/converter"
@@ -20,6 +21,7 @@ const (
 	failureInvalidInput    = "InvalidInput"
 	failureEgressDenied    = "EgressDenied"
 	failureHTTPRequest     = "HTTPRequestFailed"
+	failureHostNotFound    = "HTTPHostNotFound"
 )
 
 // builtinActivities are available to every project; components cannot take their names.
@@ -107,11 +109,15 @@ func (pw *projectWorker) httpRequest(ctx context.Context, input any) (any, error
 	}
 	var denied *egress.DeniedError
 	var bad *egress.InputError
+	var dns *net.DNSError
 	switch {
 	case errors.As(err, &denied):
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), failureEgressDenied, nil)
 	case errors.As(err, &bad):
 		return nil, temporal.NewNonRetryableApplicationError(err.Error(), failureInvalidInput, nil)
+	case errors.As(err, &dns) && dns.IsNotFound:
+		// The name does not exist (NXDOMAIN): retrying would only repeat the answer.
+		return nil, temporal.NewNonRetryableApplicationError(err.Error(), failureHostNotFound, nil)
 	}
 	return nil, temporal.NewApplicationError(err.Error(), failureHTTPRequest)
 }

@@ -205,6 +205,13 @@ func TestHTTPRequestRefusesInternalDestinationsByDefault(t *testing.T) {
 			t.Errorf("%s: got %v, %v; want a non-retryable EgressDenied failure", target, out, err)
 		}
 	}
+	// A name that does not exist is not retried for ever (the node has no retry
+	// policy): it fails at once.
+	var out any
+	err := execute(t, tc, queue, "fetch", "http://no-such-host.invalid/", &out)
+	if app := failureOfType(err, "HTTPHostNotFound"); app == nil || !app.NonRetryable() {
+		t.Errorf("an unknown host: got %v, %v; want a non-retryable HTTPHostNotFound failure", out, err)
+	}
 }
 
 func TestInvalidWorkflowIsNotServedAndTheOthersAre(t *testing.T) {

@@ -46,6 +46,13 @@ type Config struct {
 	// type unless the project's worker_options say otherwise.
 	WorkflowPollers int `envconfig:"RECONCILER_WORKFLOW_POLLERS"`
 	ActivityPollers int `envconfig:"RECONCILER_ACTIVITY_POLLERS"`
+	// MaxPollersPerProject caps each poller count a project's worker_options may ask;
+	// MaxTaskSlotsPerProject each of its max_concurrent_* values.
+	MaxPollersPerProject   int `envconfig:"RECONCILER_MAX_POLLERS_PER_PROJECT"`
+	MaxTaskSlotsPerProject int `envconfig:"RECONCILER_MAX_TASK_SLOTS_PER_PROJECT"`
+	// PollerBudget bounds the polls of each type this replica's workers hold in all:
+	// pollers beyond the defaults are granted only within it.
+	PollerBudget int `envconfig:"RECONCILER_POLLER_BUDGET"`
 	// MaxNodeExecutions ends a run that executes more nodes than this (runaway loops).
 	MaxNodeExecutions int `envconfig:"RECONCILER_MAX_NODE_EXECUTIONS"`
 	// DatabaseMaxConns bounds the service's connection pool (the listener has its own).
@@ -110,38 +117,41 @@ type Config struct {
 // DefaultConfig is the configuration of an empty environment (without DATABASE_URL).
 func DefaultConfig() Config {
 	return Config{
-		TemporalAddress:      "localhost:7233",
-		TemporalNamespace:    "default",
-		PollInterval:         30 * time.Second,
-		HeartbeatInterval:    10 * time.Second,
-		Concurrency:          16,
-		ReconcileTimeout:     30 * time.Second,
-		WorkerStopTimeout:    10 * time.Second,
-		ShutdownTimeout:      30 * time.Second,
-		WorkflowPollers:      2,
-		ActivityPollers:      2,
-		MaxNodeExecutions:    10000,
-		DatabaseMaxConns:     10,
-		BackoffBase:          time.Second,
-		BackoffMax:           5 * time.Minute,
-		BackoffResetAfter:    10 * time.Minute,
-		PollFailureThreshold: 15 * time.Second,
-		ListenerPingInterval: 15 * time.Second,
-		ListenerPingTimeout:  5 * time.Second,
-		StaleAfter:           time.Minute,
-		RowRetention:         7 * 24 * time.Hour,
-		LeaseTTL:             13 * time.Second,
-		LeaseRenewInterval:   time.Second,
-		MaxProjects:          5000,
-		OpsAddr:              ":9090",
-		MetricsProjectLabels: true,
-		HTTPMaxResponseBytes: 5 << 20,
-		HTTPTimeout:          30 * time.Second,
-		ComponentTimeout:     10 * time.Second,
-		ComponentMemoryMB:    128,
-		LogLevel:             "info",
-		LogFormat:            "text",
-		TemporalLogLevel:     "warn",
+		TemporalAddress:        "localhost:7233",
+		TemporalNamespace:      "default",
+		PollInterval:           30 * time.Second,
+		HeartbeatInterval:      10 * time.Second,
+		Concurrency:            16,
+		ReconcileTimeout:       30 * time.Second,
+		WorkerStopTimeout:      10 * time.Second,
+		ShutdownTimeout:        30 * time.Second,
+		WorkflowPollers:        2,
+		ActivityPollers:        2,
+		MaxPollersPerProject:   8,
+		MaxTaskSlotsPerProject: 1000,
+		PollerBudget:           1000,
+		MaxNodeExecutions:      10000,
+		DatabaseMaxConns:       10,
+		BackoffBase:            time.Second,
+		BackoffMax:             5 * time.Minute,
+		BackoffResetAfter:      10 * time.Minute,
+		PollFailureThreshold:   15 * time.Second,
+		ListenerPingInterval:   15 * time.Second,
+		ListenerPingTimeout:    5 * time.Second,
+		StaleAfter:             time.Minute,
+		RowRetention:           7 * 24 * time.Hour,
+		LeaseTTL:               13 * time.Second,
+		LeaseRenewInterval:     time.Second,
+		MaxProjects:            5000,
+		OpsAddr:                ":9090",
+		MetricsProjectLabels:   true,
+		HTTPMaxResponseBytes:   5 << 20,
+		HTTPTimeout:            30 * time.Second,
+		ComponentTimeout:       10 * time.Second,
+		ComponentMemoryMB:      128,
+		LogLevel:               "info",
+		LogFormat:              "text",
+		TemporalLogLevel:       "warn",
 	}
 }
 
@@ -198,6 +208,15 @@ func (c Config) Validate() error {
 	if c.ActivityPollers < 1 || c.ActivityPollers > 100 {
 		bad("RECONCILER_ACTIVITY_POLLERS", "must be between 1 and 100, got %d", c.ActivityPollers)
 	}
+	if c.MaxPollersPerProject < max(c.WorkflowPollers, c.ActivityPollers) || c.MaxPollersPerProject > 10000 {
+		bad("RECONCILER_MAX_POLLERS_PER_PROJECT", "must be between the default pollers (%d) and 10000, got %d", max(c.WorkflowPollers, c.ActivityPollers), c.MaxPollersPerProject)
+	}
+	if c.MaxTaskSlotsPerProject < 2 || c.MaxTaskSlotsPerProject > 10000 {
+		bad("RECONCILER_MAX_TASK_SLOTS_PER_PROJECT", "must be between 2 and 10000, got %d", c.MaxTaskSlotsPerProject)
+	}
+	if c.PollerBudget < 1 {
+		bad("RECONCILER_POLLER_BUDGET", "must be at least 1, got %d", c.PollerBudget)
+	}
 	if c.MaxNodeExecutions < 1 {
 		bad("RECONCILER_MAX_NODE_EXECUTIONS", "must be at least 1, got %d", c.MaxNodeExecutions)
 	}
@@ -253,6 +272,16 @@ func (c Config) RequireDatabase() error {
 		return errors.New("DATABASE_URL is not set: give the PostgreSQL connection string, e.g. postgres://reconciler@db:5432/app")
 	}
 	return c.Validate()
+}
+
+func (c Config) workerLimits() workerLimits {
+	return workerLimits{
+		MaxPollers:      c.MaxPollersPerProject,
+		MaxSlots:        c.MaxTaskSlotsPerProject,
+		PollerBudget:    c.PollerBudget,
+		WorkflowPollers: c.WorkflowPollers,
+		ActivityPollers: c.ActivityPollers,
+	}
 }
 
 func (c Config) componentLimits() component.Limits {

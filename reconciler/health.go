@@ -25,6 +25,11 @@ type pollState struct {
 	lastErr      error
 	permanent    bool // an error that retrying will not fix (auth, bad request, no namespace)
 	everOK       bool // a poll of this worker has succeeded at least once
+	// exhausted is when a poll last failed with ResourceExhausted (the namespace's poll
+	// limit, or rate limits): while some polls get through and others are refused the
+	// worker flips between failing and not, but it is not healthy.
+	exhausted    time.Time
+	exhaustedErr error
 }
 
 func newPollHealth() *pollHealth {
@@ -83,8 +88,11 @@ func (h *pollHealth) record(identity string, err error) {
 		return
 	}
 	if err == nil {
-		*s = pollState{everOK: true}
+		*s = pollState{everOK: true, exhausted: s.exhausted, exhaustedErr: s.exhaustedErr}
 		return
+	}
+	if status.Code(err) == codes.ResourceExhausted {
+		s.exhausted, s.exhaustedErr = time.Now(), err
 	}
 	if status.Code(err) == codes.DeadlineExceeded && s.failingSince.IsZero() {
 		return // a long poll that outlived its deadline once is normal

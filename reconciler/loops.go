@@ -390,6 +390,11 @@ func (r *Reconciler) checkPolls(workers []*projectWorker) {
 				r.log.Warn("worker cannot poll", "project_id", pw.project, "worker_id", pw.id, "error", st.lastErr, "since", st.failingSince)
 				r.rows.Put(r.row(pw, statusRunning, nil))
 			}
+		case !st.exhausted.IsZero() && time.Since(st.exhausted) < r.cfg.PollFailureThreshold:
+			if pw.setPollProblem(pollErrorText(st.exhaustedErr)+" (some polls refused)", st.exhausted) {
+				r.log.Warn("worker's polls are refused by Temporal's limits", "project_id", pw.project, "worker_id", pw.id, "error", st.exhaustedErr)
+				r.rows.Put(r.row(pw, statusRunning, nil))
+			}
 		case st.failingSince.IsZero():
 			if pw.setPollProblem("", time.Time{}) {
 				r.log.Info("worker polls again", "project_id", pw.project, "worker_id", pw.id)

@@ -58,6 +58,10 @@ type Reconciler struct {
 	mu      sync.Mutex
 	workers map[uuid.UUID]*projectWorker
 
+	limits       workerLimits
+	pollersMu    sync.Mutex                     // held while a start takes its share of the poller budget
+	pendingPolls map[uuid.UUID]effectiveOptions // starts that took a share and are not in workers yet
+
 	listenerUp        atomic.Bool
 	lastPing          atomic.Int64 // unix nanos of the last ping notification received
 	listenerConnected atomic.Int64 // unix nanos of the listener's last connect
@@ -107,21 +111,23 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 			}),
 			limits: cfg.componentLimits(),
 		},
-		log:       log,
-		host:      host,
-		pid:       pid,
-		instance:  hex.EncodeToString(instance[:]),
-		replica:   replica,
-		queue:     newQueue(),
-		failures:  newFailures(cfg.BackoffBase, cfg.BackoffMax, cfg.BackoffResetAfter),
-		health:    health,
-		rows:      newRowWriter(q, host, pid, replica, log, m.rowWriteSeconds),
-		own:       newOwnership(replica, cfg.MaxProjects),
-		renewWake: make(chan struct{}, 1),
-		pingNow:   make(chan struct{}, 1),
-		workers:   map[uuid.UUID]*projectWorker{},
-		metrics:   m,
-		queues:    queues,
+		log:          log,
+		host:         host,
+		pid:          pid,
+		instance:     hex.EncodeToString(instance[:]),
+		replica:      replica,
+		queue:        newQueue(),
+		failures:     newFailures(cfg.BackoffBase, cfg.BackoffMax, cfg.BackoffResetAfter),
+		health:       health,
+		rows:         newRowWriter(q, host, pid, replica, log, m.rowWriteSeconds),
+		own:          newOwnership(replica, cfg.MaxProjects),
+		renewWake:    make(chan struct{}, 1),
+		pingNow:      make(chan struct{}, 1),
+		workers:      map[uuid.UUID]*projectWorker{},
+		limits:       cfg.workerLimits(),
+		pendingPolls: map[uuid.UUID]effectiveOptions{},
+		metrics:      m,
+		queues:       queues,
 	}
 	m.registry.MustRegister(newStateCollector(r))
 	return r, nil
@@ -447,9 +453,14 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 		return fmt.Errorf("load definitions of project %s: %w", id, err)
 	}
 
+	eff := r.reservePollers(id, opts, old)
+	defer r.releasePending(id)
 	workerID := r.newWorkerID()
 	log = log.With("worker_id", workerID, "generation", b.Generation)
-	pw, err := newProjectWorker(r.shared, id, workerID, b.TaskQueueName, opts,
+	if eff.Clamped != nil {
+		log.Warn("worker_options beyond the operator's limits were clamped", "clamped", eff.Clamped)
+	}
+	pw, err := newProjectWorker(r.shared, id, workerID, b.TaskQueueName, opts, eff,
 		r.log.With("project_id", id, "worker_id", workerID), func(err error) { r.fatal(id, workerID, err, false) })
 	if err != nil {
 		return err
@@ -477,6 +488,37 @@ func (r *Reconciler) start(ctx context.Context, id uuid.UUID, old *projectWorker
 		r.stopWorker(old, "replaced by "+workerID, false, log)
 	}
 	return nil
+}
+
+// reservePollers clamps a starting worker's options to the limits, counting the polls
+// held by the replica's live workers (but old, which it replaces) and by other starts
+// in progress; the share stays pending until releasePending.
+func (r *Reconciler) reservePollers(id uuid.UUID, opts workerOptions, old *projectWorker) effectiveOptions {
+	r.pollersMu.Lock()
+	defer r.pollersMu.Unlock()
+	var usedWf, usedAct int
+	for _, pw := range r.liveWorkers() {
+		if pw != old {
+			wf, act := pw.effective.pollers()
+			usedWf, usedAct = usedWf+wf, usedAct+act
+		}
+	}
+	for pid, e := range r.pendingPolls {
+		if pid != id {
+			wf, act := e.pollers()
+			usedWf, usedAct = usedWf+wf, usedAct+act
+		}
+	}
+	eff := r.limits.apply(opts, usedWf, usedAct)
+	r.pendingPolls[id] = eff
+	return eff
+}
+
+// releasePending ends a start's reservation: its worker now counts as live, or failed.
+func (r *Reconciler) releasePending(id uuid.UUID) {
+	r.pollersMu.Lock()
+	defer r.pollersMu.Unlock()
+	delete(r.pendingPolls, id)
 }
 
 // reload swaps what the running worker serves: no poller is stopped.
@@ -621,6 +663,9 @@ func (r *Reconciler) row(pw *projectWorker, status string, err error) workerRow 
 		if status == statusFailed && !rec.NextRetry.IsZero() {
 			md["next_retry_at"] = rec.NextRetry.UTC().Format(time.RFC3339Nano)
 		}
+	}
+	if pw.effective.Clamped != nil {
+		md["worker_options_clamped"] = pw.effective.Clamped
 	}
 	if pollErr, since := pw.pollProblem(); pollErr != "" && (status == statusRunning || status == statusStarting) {
 		md["poll_error"] = pollErr

@@ -30,7 +30,8 @@ type projectWorker struct {
 	project   uuid.UUID
 	id        string // workflow_workers.worker_id, also the Temporal worker identity
 	taskQueue string
-	options   workerOptions
+	options   workerOptions    // as the project asked: a change of them restarts the worker
+	effective effectiveOptions // what it got within the operator's limits
 	startedAt time.Time
 	log       *slog.Logger
 	shared    *shared
@@ -116,7 +117,7 @@ type pinned struct {
 // newProjectWorker builds (does not start) a project's worker. The SDK panics on
 // options it refuses; that becomes an error for this project alone.
 func newProjectWorker(sh *shared, project uuid.UUID, workerID, taskQueue string,
-	opts workerOptions, log *slog.Logger, onFatal func(error)) (pw *projectWorker, err error) {
+	opts workerOptions, eff effectiveOptions, log *slog.Logger, onFatal func(error)) (pw *projectWorker, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			pw, err = nil, fmt.Errorf("create worker for project %s: the Temporal SDK refused its options: %v", project, p)
@@ -128,17 +129,18 @@ func newProjectWorker(sh *shared, project uuid.UUID, workerID, taskQueue string,
 		id:        workerID,
 		taskQueue: taskQueue,
 		options:   opts,
+		effective: eff,
 		startedAt: time.Now(),
 		log:       log,
 		shared:    sh,
 	}
 	wo := worker.Options{
 		Identity:                                workerID,
-		MaxConcurrentWorkflowTaskPollers:        orDefault(opts.WorkflowTaskPollers, cfg.WorkflowPollers),
-		MaxConcurrentActivityTaskPollers:        orDefault(opts.ActivityTaskPollers, cfg.ActivityPollers),
-		MaxConcurrentActivityExecutionSize:      opts.MaxConcurrentActivities,
-		MaxConcurrentWorkflowTaskExecutionSize:  opts.MaxConcurrentWorkflowTasks,
-		MaxConcurrentLocalActivityExecutionSize: opts.MaxConcurrentLocalActivities,
+		MaxConcurrentWorkflowTaskPollers:        eff.WorkflowPollers,
+		MaxConcurrentActivityTaskPollers:        eff.ActivityPollers,
+		MaxConcurrentActivityExecutionSize:      eff.MaxActivities,
+		MaxConcurrentWorkflowTaskExecutionSize:  eff.MaxWorkflowTasks,
+		MaxConcurrentLocalActivityExecutionSize: eff.MaxLocalActivities,
 		WorkerStopTimeout:                       cfg.WorkerStopTimeout,
 		OnFatalError:                            onFatal,
 	}
@@ -146,13 +148,6 @@ func newProjectWorker(sh *shared, project uuid.UUID, workerID, taskQueue string,
 	pw.w.RegisterDynamicWorkflow(pw.runWorkflow, workflow.DynamicRegisterOptions{})
 	pw.w.RegisterDynamicActivity(pw.runActivity, activity.DynamicRegisterOptions{})
 	return pw, nil
-}
-
-func orDefault(v, def int) int {
-	if v > 0 {
-		return v
-	}
-	return def
 }
 
 // Stop stops the Temporal worker once; later calls return at once.

@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -369,12 +370,13 @@ func TemporalAddress(t testing.TB) string {
 }
 
 // PrivateTemporal starts a dev server for t alone (to stop and restart it), with the
-// test configuration plus extra dynamic config values. It is closed when t ends.
+// test configuration plus extra dynamic config values (which replace the test
+// configuration's values of the same keys). It is closed when t ends.
 func PrivateTemporal(t testing.TB, extra ...string) *devenv.Temporal {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: append(append([]string{}, TemporalDynamicConfig...), extra...)})
+	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: overrideConfig(TemporalDynamicConfig, extra)})
 	if err != nil {
 		t.Fatalf("testenv: private temporal dev server: %v", err)
 	}
@@ -441,4 +443,22 @@ func WaitTemporalReady(ctx context.Context, address string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("not ready: %v", last)
+}
+
+// overrideConfig is base with extra's key=value settings replacing base's of the same key.
+func overrideConfig(base, extra []string) []string {
+	var out []string
+	for _, b := range base {
+		key, _, _ := strings.Cut(b, "=")
+		overridden := false
+		for _, e := range extra {
+			if k, _, _ := strings.Cut(e, "="); k == key {
+				overridden = true
+			}
+		}
+		if !overridden {
+			out = append(out, b)
+		}
+	}
+	return append(out, extra...)
 }
