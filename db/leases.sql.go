@@ -86,6 +86,16 @@ func (q *Queries) AcquireLease(ctx context.Context, arg AcquireLeaseParams) (Acq
 	return i, err
 }
 
+const announceReplica = `-- name: AnnounceReplica :exec
+SELECT pg_notify('reconciler_projects', 'replicas:' || $1::text)
+`
+
+// Tells the other replicas that this one joined: they renew (and reassign) at once.
+func (q *Queries) AnnounceReplica(ctx context.Context, replica string) error {
+	_, err := q.db.Exec(ctx, announceReplica, replica)
+	return err
+}
+
 const deleteStaleReplicas = `-- name: DeleteStaleReplicas :execrows
 DELETE FROM reconciler_replicas
 WHERE heartbeat_at < now() - make_interval(secs => $1::float8)

@@ -11,36 +11,6 @@ import (
 	"github.com/google/uuid"
 )
 
-const getProjectState = `-- name: GetProjectState :one
-SELECT id, desired_status, generation, task_queue_name, worker_options, restart_generation
-FROM projects
-WHERE id = $1
-`
-
-type GetProjectStateRow struct {
-	ID                uuid.UUID `json:"id"`
-	DesiredStatus     string    `json:"desired_status"`
-	Generation        int64     `json:"generation"`
-	TaskQueueName     string    `json:"task_queue_name"`
-	WorkerOptions     []byte    `json:"worker_options"`
-	RestartGeneration int64     `json:"restart_generation"`
-}
-
-// What the builder app wants for one project: the first read of every reconcile.
-func (q *Queries) GetProjectState(ctx context.Context, id uuid.UUID) (GetProjectStateRow, error) {
-	row := q.db.QueryRow(ctx, getProjectState, id)
-	var i GetProjectStateRow
-	err := row.Scan(
-		&i.ID,
-		&i.DesiredStatus,
-		&i.Generation,
-		&i.TaskQueueName,
-		&i.WorkerOptions,
-		&i.RestartGeneration,
-	)
-	return i, err
-}
-
 const listProjectStates = `-- name: ListProjectStates :many
 SELECT id, desired_status, generation
 FROM projects
@@ -74,14 +44,15 @@ func (q *Queries) ListProjectStates(ctx context.Context) ([]ListProjectStatesRow
 	return items, nil
 }
 
-const loadProjectBundle = `-- name: LoadProjectBundle :one
+const loadProject = `-- name: LoadProject :one
 SELECT p.id,
        p.desired_status,
        p.generation,
        p.task_queue_name,
        p.worker_options,
        p.restart_generation,
-       coalesce((
+       (p.desired_status = 'running' AND p.generation <> $1::bigint)::bool AS definitions,
+       CASE WHEN p.desired_status = 'running' AND p.generation <> $1::bigint THEN coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'name', w.name,
                       'compiled_id', c.id,
@@ -96,36 +67,44 @@ SELECT p.id,
                LIMIT 1
            ) c ON true
            WHERE w.project_id = p.id AND w.status = 'active'
-       ), '[]'::jsonb)::jsonb AS workflows,
-       coalesce((
+       ), '[]'::jsonb) ELSE '[]'::jsonb END::jsonb AS workflows,
+       CASE WHEN p.desired_status = 'running' AND p.generation <> $1::bigint THEN coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'name', co.name,
                       'language', co.implementation_language,
                       'code', co.implementation_code) ORDER BY co.name)
            FROM components co
            WHERE co.project_id = p.id AND co.is_active
-       ), '[]'::jsonb)::jsonb AS components
+       ), '[]'::jsonb) ELSE '[]'::jsonb END::jsonb AS components
 FROM projects p
-WHERE p.id = $1
+WHERE p.id = $2
 `
 
-type LoadProjectBundleRow struct {
+type LoadProjectParams struct {
+	ServedGeneration int64     `json:"served_generation"`
+	ID               uuid.UUID `json:"id"`
+}
+
+type LoadProjectRow struct {
 	ID                uuid.UUID `json:"id"`
 	DesiredStatus     string    `json:"desired_status"`
 	Generation        int64     `json:"generation"`
 	TaskQueueName     string    `json:"task_queue_name"`
 	WorkerOptions     []byte    `json:"worker_options"`
 	RestartGeneration int64     `json:"restart_generation"`
+	Definitions       bool      `json:"definitions"`
 	Workflows         []byte    `json:"workflows"`
 	Components        []byte    `json:"components"`
 }
 
-// Everything a worker serves, read in one statement so that generation, workflows and
-// components come from the same snapshot. Each active workflow appears once, at its
-// highest compiled version (compiled_id NULL when it has none).
-func (q *Queries) LoadProjectBundle(ctx context.Context, id uuid.UUID) (LoadProjectBundleRow, error) {
-	row := q.db.QueryRow(ctx, loadProjectBundle, id)
-	var i LoadProjectBundleRow
+// The one read of a reconcile: what the builder app wants for a project and, when it
+// should run at a generation other than @served_generation (the one its worker serves
+// here, -1 without a worker), everything a worker serves, from the same snapshot. Each
+// active workflow appears once, at its highest compiled version (compiled_id NULL when
+// it has none). definitions is false when workflows and components were not read.
+func (q *Queries) LoadProject(ctx context.Context, arg LoadProjectParams) (LoadProjectRow, error) {
+	row := q.db.QueryRow(ctx, loadProject, arg.ServedGeneration, arg.ID)
+	var i LoadProjectRow
 	err := row.Scan(
 		&i.ID,
 		&i.DesiredStatus,
@@ -133,6 +112,7 @@ func (q *Queries) LoadProjectBundle(ctx context.Context, id uuid.UUID) (LoadProj
 		&i.TaskQueueName,
 		&i.WorkerOptions,
 		&i.RestartGeneration,
+		&i.Definitions,
 		&i.Workflows,
 		&i.Components,
 	)

@@ -106,6 +106,16 @@ func (q *Queries) ListLiveWorkers(ctx context.Context) ([]ListLiveWorkersRow, er
 	return items, nil
 }
 
+const pingListener = `-- name: PingListener :exec
+SELECT pg_notify('reconciler_projects', 'ping:' || $1::text)
+`
+
+// The listener's proof that its connection delivers: a notification to itself.
+func (q *Queries) PingListener(ctx context.Context, instance string) error {
+	_, err := q.db.Exec(ctx, pingListener, instance)
+	return err
+}
+
 const pruneWorkers = `-- name: PruneWorkers :execrows
 DELETE FROM workflow_workers ww
 WHERE ww.status IN ('stopped', 'failed')

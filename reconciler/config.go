@@ -12,6 +12,7 @@ import (
 
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/reconciler/component"
+	"github.com/flowbuilder/reconciler/reconciler/lease"
 )
 
 // Config is every setting of the service, read from the environment. The README's
@@ -236,8 +237,8 @@ func (c Config) Validate() error {
 	}
 	positive("RECONCILER_ROW_RETENTION", c.RowRetention)
 	positive("RECONCILER_LEASE_RENEW_INTERVAL", c.LeaseRenewInterval)
-	if c.LeaseTTL < 3*c.LeaseRenewInterval+leaseMargin {
-		bad("RECONCILER_LEASE_TTL", "must be at least three renew intervals plus %s (%s), got %s", leaseMargin, 3*c.LeaseRenewInterval+leaseMargin, c.LeaseTTL)
+	if c.LeaseTTL < 3*c.LeaseRenewInterval+lease.Margin {
+		bad("RECONCILER_LEASE_TTL", "must be at least three renew intervals plus %s (%s), got %s", lease.Margin, 3*c.LeaseRenewInterval+lease.Margin, c.LeaseTTL)
 	}
 	if c.MaxProjects < 0 {
 		bad("RECONCILER_MAX_PROJECTS", "must not be negative, got %d", c.MaxProjects)

@@ -27,6 +27,7 @@ type failureRecord struct {
 	Last        time.Time // when the last failure happened
 	LastError   string
 	NextRetry   time.Time
+	Generation  int64 // the project's generation when it failed: a newer one is tried at once
 	// Transient: the last failure was Temporal being unreachable; the retry is
 	// brought forward as soon as Temporal answers again.
 	Transient bool
@@ -36,9 +37,10 @@ func newFailures(base, max, resetAfter time.Duration) *failures {
 	return &failures{base: base, max: max, resetAfter: resetAfter, byProject: map[uuid.UUID]*failureRecord{}}
 }
 
-// Fail records a failure of project id and returns the delay before its retry and the
-// updated record. crash says the project's worker failed (not just the reconcile).
-func (f *failures) Fail(id uuid.UUID, reason string, crash, transient bool) (time.Duration, failureRecord) {
+// Fail records a failure of project id at generation and returns the delay before its
+// retry and the updated record. crash says the project's worker failed (not just the
+// reconcile).
+func (f *failures) Fail(id uuid.UUID, generation int64, reason string, crash, transient bool) (time.Duration, failureRecord) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	rec := f.byProject[id]
@@ -61,6 +63,7 @@ func (f *failures) Fail(id uuid.UUID, reason string, crash, transient bool) (tim
 		rec.Crashes++
 	}
 	rec.Last, rec.LastError, rec.NextRetry, rec.Transient = now, reason, now.Add(d), transient
+	rec.Generation = max(rec.Generation, generation)
 	return d, *rec
 }
 
@@ -72,14 +75,6 @@ func (f *failures) Get(id uuid.UUID) failureRecord {
 		return *rec
 	}
 	return failureRecord{}
-}
-
-// Waiting reports whether a retry of id is scheduled in the future.
-func (f *failures) Waiting(id uuid.UUID) bool {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	rec := f.byProject[id]
-	return rec != nil && time.Now().Before(rec.NextRetry)
 }
 
 // WaitingOnTemporal lists the projects whose retry waits out a Temporal outage.

@@ -100,46 +100,45 @@ func (m *metrics) project(id uuid.UUID) []string {
 
 // stateCollector reports, at scrape time, what the reconciler holds.
 type stateCollector struct {
-	r       *Reconciler
-	workers *prometheus.Desc
-	leases  *prometheus.Desc
-	queue   *prometheus.Desc
-	pending *prometheus.Desc
+	workers  func() []*projectWorker
+	backoff  func() int // failed projects waiting to restart
+	leases   func() int
+	queueLen func() int
+	pending  func() int // rows not written yet
+
+	workersDesc, leasesDesc, queueDesc, pendingDesc *prometheus.Desc
 }
 
-func newStateCollector(r *Reconciler) *stateCollector {
-	return &stateCollector{
-		r:       r,
-		workers: prometheus.NewDesc("reconciler_workers", "Workers of this replica by state: running, polling_error (running, polls failing), backoff (failed, waiting to restart).", []string{"state"}, nil),
-		leases:  prometheus.NewDesc("reconciler_leases_held", "Project leases this replica holds.", nil, nil),
-		queue:   prometheus.NewDesc("reconciler_queue_depth", "Projects marked dirty and waiting for a reconcile.", nil, nil),
-		pending: prometheus.NewDesc("reconciler_rows_pending", "workflow_workers rows not written yet (the database is slow or down).", nil, nil),
-	}
+func newStateCollector(c stateCollector) *stateCollector {
+	c.workersDesc = prometheus.NewDesc("reconciler_workers", "Workers of this replica by state: running, polling_error (running, polls failing), backoff (failed, waiting to restart).", []string{"state"}, nil)
+	c.leasesDesc = prometheus.NewDesc("reconciler_leases_held", "Project leases this replica holds.", nil, nil)
+	c.queueDesc = prometheus.NewDesc("reconciler_queue_depth", "Projects marked dirty and waiting for a reconcile.", nil, nil)
+	c.pendingDesc = prometheus.NewDesc("reconciler_rows_pending", "workflow_workers rows not written yet (the database is slow or down).", nil, nil)
+	return &c
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.workers
-	ch <- c.leases
-	ch <- c.queue
-	ch <- c.pending
+	ch <- c.workersDesc
+	ch <- c.leasesDesc
+	ch <- c.queueDesc
+	ch <- c.pendingDesc
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	running, pollErr := 0, 0
-	for _, pw := range c.r.liveWorkers() {
+	for _, pw := range c.workers() {
 		if msg, _ := pw.pollProblem(); msg != "" {
 			pollErr++
 		} else {
 			running++
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(running), "running")
-	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(pollErr), "polling_error")
-	ch <- prometheus.MustNewConstMetric(c.workers, prometheus.GaugeValue, float64(c.r.failures.CrashedWaiting()), "backoff")
-	leases, _ := c.r.own.counts()
-	ch <- prometheus.MustNewConstMetric(c.leases, prometheus.GaugeValue, float64(leases))
-	ch <- prometheus.MustNewConstMetric(c.queue, prometheus.GaugeValue, float64(c.r.queue.Len()))
-	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(c.r.rows.Pending()))
+	ch <- prometheus.MustNewConstMetric(c.workersDesc, prometheus.GaugeValue, float64(running), "running")
+	ch <- prometheus.MustNewConstMetric(c.workersDesc, prometheus.GaugeValue, float64(pollErr), "polling_error")
+	ch <- prometheus.MustNewConstMetric(c.workersDesc, prometheus.GaugeValue, float64(c.backoff()), "backoff")
+	ch <- prometheus.MustNewConstMetric(c.leasesDesc, prometheus.GaugeValue, float64(c.leases()))
+	ch <- prometheus.MustNewConstMetric(c.queueDesc, prometheus.GaugeValue, float64(c.queueLen()))
+	ch <- prometheus.MustNewConstMetric(c.pendingDesc, prometheus.GaugeValue, float64(c.pending()))
 }
 
 // sdkMetrics is the Temporal SDK's metrics handler, recording into the service's

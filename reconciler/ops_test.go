@@ -65,10 +65,14 @@ func TestOpsListener(t *testing.T) {
 	svc := startService(t, db, func(c *reconciler.Config) { c.OpsAddr = "127.0.0.1:0" })
 	base := "http://" + svc.OpsAddr()
 
+	// Ready means notifications arrive: the start below comes through one.
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
 		code, body := get(t, base+"/readyz")
 		return code == 200, body
 	})
+	if !svc.ListenerDelivers() {
+		t.Fatal("/readyz is 200 but the listener does not deliver")
+	}
 	if code, body := get(t, base+"/healthz"); code != 200 {
 		t.Fatalf("/healthz: %d %s", code, body)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"time"
 )
 
 // desired is what the database says about a project.
@@ -28,42 +29,134 @@ type actual struct {
 	StartGeneration int64
 }
 
+// leaseView is what this replica knows of a project's lease.
+type leaseView struct {
+	Mine      bool      // the assignment gives the project to this replica
+	Held      bool      // this replica holds the lease
+	Term      int64     // its term, when held
+	Elsewhere time.Time // another replica holds it until then (zero: unknown or free)
+	Draining  bool      // this replica is shutting down
+}
+
+// history is the project's recent failures in this process.
+type history struct {
+	NextRetry  time.Time // when the backoff of the last failure ends
+	Generation int64     // the project's generation when it last failed
+}
+
+// observation is everything a reconcile decides from.
+type observation struct {
+	Desired desired
+	Actual  actual
+	Lease   leaseView
+	History history
+	Now     time.Time
+}
+
 // action is the one step a reconcile takes.
 type action int
 
 const (
 	actNone    action = iota
+	actAcquire        // take the project's lease, then plan again
 	actStart          // no worker runs: start one
 	actStop           // a worker runs but must not
 	actReload         // swap what the running worker serves, without dropping its pollers
 	actRestart        // replace the worker: new task queue or options, or a restart request
+	actRelease        // no worker runs here and none should: give the lease up
 )
 
 func (a action) String() string {
-	return [...]string{"none", "start", "stop", "reload", "restart"}[a]
+	return [...]string{"none", "acquire", "start", "stop", "reload", "restart", "release"}[a]
 }
 
-// plan is the pure heart of a reconcile: from desired and actual state, what to do.
-func plan(d desired, a actual) action {
-	if !d.Exists || !d.Running {
-		if a.Exists {
-			return actStop
+// step is the whole decision of a reconcile: the action, and what goes with it.
+type step struct {
+	Action action
+	// Reason says why a worker stops (its row and log say it).
+	Reason string
+	// Release gives the lease up once the worker has stopped (actStop), so that another
+	// replica may start the project at once.
+	Release bool
+	// Forget drops the project's failure history: it was stopped on purpose.
+	Forget bool
+	// DropLease forgets a lease whose project is gone.
+	DropLease bool
+	// RequeueAfter asks for another look after that long (0: only when triggered).
+	RequeueAfter time.Duration
+}
+
+// leaseRetryMargin is how long after another replica's lease runs out a project held
+// there is looked at again (its release would notify sooner).
+const leaseRetryMargin = 50 * time.Millisecond
+
+// lostLeaseRetry is how soon a project whose lease was lost under a running worker is
+// looked at again, to acquire it anew.
+const lostLeaseRetry = time.Second
+
+// plan is the pure heart of a reconcile: from what the database wants, what this
+// process runs, the lease and the project's failure history, the one step to take.
+func plan(o observation) step {
+	d, a, l := o.Desired, o.Actual, o.Lease
+	wanted := d.Exists && d.Running
+
+	// Not to run here: stop what runs, give the lease up.
+	if !wanted || !l.Mine || l.Draining {
+		var reason string
+		switch {
+		case !d.Exists:
+			reason = "project deleted"
+		case !d.Running:
+			reason = "desired_status is stopped"
+		case l.Draining:
+			reason = "shutdown"
+		default:
+			reason = "assigned to another replica"
 		}
-		return actNone
+		switch {
+		case a.Exists:
+			return step{Action: actStop, Reason: reason, Release: l.Held && d.Exists, DropLease: !d.Exists, Forget: !wanted}
+		case !d.Exists && l.Held:
+			return step{Action: actNone, DropLease: true, Forget: true} // the lease went with its project
+		case l.Held:
+			return step{Action: actRelease, Forget: !wanted}
+		}
+		return step{Action: actNone, Forget: !wanted}
 	}
+
+	// To run here, but without the lease.
+	if !l.Held {
+		switch {
+		case a.Exists:
+			// The lease was lost under a running worker (taken over, or not renewed in
+			// time): stop it, without releasing what is not ours, and try again.
+			return step{Action: actStop, Reason: "the lease is not held", RequeueAfter: lostLeaseRetry}
+		case !l.Elsewhere.IsZero():
+			return step{Action: actNone, RequeueAfter: max(l.Elsewhere.Sub(o.Now), 0) + leaseRetryMargin}
+		}
+		return step{Action: actAcquire}
+	}
+
+	// To run here, with the lease.
 	switch {
 	case !a.Exists:
-		return actStart
+		// After a failure, the same generation waits out its backoff; a new one (a
+		// compile, a restart request, new options) is tried at once.
+		if o.History.NextRetry.After(o.Now) && d.Generation <= o.History.Generation {
+			return step{Action: actNone, RequeueAfter: o.History.NextRetry.Sub(o.Now)}
+		}
+		return step{Action: actStart}
 	case a.TaskQueue != d.TaskQueue, a.Options != d.Options, d.RestartGeneration > a.StartGeneration:
-		return actRestart
+		return step{Action: actRestart}
 	case a.Generation != d.Generation:
-		return actReload
+		return step{Action: actReload}
 	}
-	return actNone
+	return step{Action: actNone}
 }
 
 // workerOptions is projects.worker_options. The database rejects unknown keys and
-// out-of-range values (reconciler_check_worker_options); the same rules apply here.
+// out-of-range values (reconciler_private.check_worker_options); the same rules apply
+// here.
 type workerOptions struct {
 	MaxConcurrentActivities      int `json:"max_concurrent_activities,omitempty"`
 	MaxConcurrentWorkflowTasks   int `json:"max_concurrent_workflow_tasks,omitempty"`

@@ -8,30 +8,64 @@ import (
 )
 
 func TestPlan(t *testing.T) {
+	now := time.Now()
 	running := desired{Exists: true, Running: true, Generation: 3, TaskQueue: "q"}
 	stopped := desired{Exists: true, Running: false, Generation: 3, TaskQueue: "q"}
-	serving := actual{Exists: true, Generation: 3, TaskQueue: "q"}
+	serving := actual{Exists: true, Generation: 3, TaskQueue: "q", StartGeneration: 3}
+	held := leaseView{Mine: true, Held: true, Term: 7}
+	free := leaseView{Mine: true}
+	elsewhere := leaseView{Mine: true, Elsewhere: now.Add(4 * time.Second)}
+	notMine := leaseView{Mine: false}
+	notMineHeld := leaseView{Mine: false, Held: true, Term: 7}
+	draining := leaseView{Mine: false, Held: true, Term: 7, Draining: true}
+	backoff := history{NextRetry: now.Add(3 * time.Second), Generation: 3}
+	gen := func(d desired, g int64) desired { d.Generation = g; return d }
+
 	cases := []struct {
 		name string
 		d    desired
 		a    actual
-		want action
+		l    leaseView
+		h    history
+		want step
 	}{
-		{"nothing wanted, nothing runs", stopped, actual{}, actNone},
-		{"deleted project, nothing runs", desired{}, actual{}, actNone},
-		{"wanted, not running", running, actual{}, actStart},
-		{"wanted and serving this generation", running, serving, actNone},
-		{"not wanted any more", stopped, serving, actStop},
-		{"deleted while running", desired{}, serving, actStop},
-		{"new generation", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q"}, serving, actReload},
-		{"task queue renamed", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q2"}, serving, actRestart},
-		{"worker options changed", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q", Options: workerOptions{MaxConcurrentActivities: 5}}, serving, actRestart},
-		{"restart requested", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q", RestartGeneration: 4}, actual{Exists: true, Generation: 3, StartGeneration: 3, TaskQueue: "q"}, actRestart},
-		{"restart already done", desired{Exists: true, Running: true, Generation: 5, TaskQueue: "q", RestartGeneration: 4}, actual{Exists: true, Generation: 4, StartGeneration: 4, TaskQueue: "q"}, actReload},
+		// The database does not want it here.
+		{"nothing wanted, nothing runs", stopped, actual{}, free, history{}, step{Action: actNone, Forget: true}},
+		{"deleted project, nothing runs", desired{}, actual{}, free, history{}, step{Action: actNone, Forget: true}},
+		{"not wanted, lease held, no worker: give it up", stopped, actual{}, held, history{}, step{Action: actRelease, Forget: true}},
+		{"not wanted and held: stop and release", stopped, serving, held, history{}, step{Action: actStop, Reason: "desired_status is stopped", Release: true, Forget: true}},
+		{"deleted while running: stop, the lease went with it", desired{}, serving, held, history{}, step{Action: actStop, Reason: "project deleted", DropLease: true, Forget: true}},
+		{"deleted, lease held, no worker", desired{}, actual{}, held, history{}, step{Action: actNone, DropLease: true, Forget: true}},
+		{"not wanted, failed worker in backoff: forget the failures", stopped, actual{}, free, backoff, step{Action: actNone, Forget: true}},
+
+		// Wanted, but assigned to another replica, or this replica drains.
+		{"assigned elsewhere, running here: stop and release", running, serving, notMineHeld, history{}, step{Action: actStop, Reason: "assigned to another replica", Release: true}},
+		{"assigned elsewhere, nothing here", running, actual{}, notMine, history{}, step{Action: actNone}},
+		{"assigned elsewhere, lease still held: release", running, actual{}, notMineHeld, history{}, step{Action: actRelease}},
+		{"draining: stop and release", running, serving, draining, history{}, step{Action: actStop, Reason: "shutdown", Release: true}},
+
+		// Wanted here, without the lease.
+		{"wanted, lease free: acquire", running, actual{}, free, history{}, step{Action: actAcquire}},
+		{"wanted, held elsewhere: look again when it runs out", running, actual{}, elsewhere, history{}, step{Action: actNone, RequeueAfter: 4*time.Second + leaseRetryMargin}},
+		{"wanted, lease lost mid-run: stop without releasing, retry", running, serving, free, history{}, step{Action: actStop, Reason: "the lease is not held", RequeueAfter: lostLeaseRetry}},
+		{"fenced (lease dropped, worker gone): acquire again", running, actual{}, free, history{}, step{Action: actAcquire}},
+
+		// Wanted here, with the lease.
+		{"wanted and held, nothing runs: start", running, actual{}, held, history{}, step{Action: actStart}},
+		{"wanted and held, serving this generation", running, serving, held, history{}, step{Action: actNone}},
+		{"new generation: reload", gen(running, 4), serving, held, history{}, step{Action: actReload}},
+		{"task queue renamed: restart", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q2"}, serving, held, history{}, step{Action: actRestart}},
+		{"worker options changed: restart", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q", Options: workerOptions{MaxConcurrentActivities: 5}}, serving, held, history{}, step{Action: actRestart}},
+		{"restart requested", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q", RestartGeneration: 4}, serving, held, history{}, step{Action: actRestart}},
+		{"restart already done", desired{Exists: true, Running: true, Generation: 5, TaskQueue: "q", RestartGeneration: 4}, actual{Exists: true, Generation: 4, StartGeneration: 4, TaskQueue: "q"}, held, history{}, step{Action: actReload}},
+		{"crash with backoff pending: wait for it", running, actual{}, held, backoff, step{Action: actNone, RequeueAfter: 3 * time.Second}},
+		{"crash, backoff over: start", running, actual{}, held, history{NextRetry: now.Add(-time.Second), Generation: 3}, step{Action: actStart}},
+		{"crash with backoff pending, then a compile: start at once", gen(running, 4), actual{}, held, backoff, step{Action: actStart}},
 	}
 	for _, c := range cases {
-		if got := plan(c.d, c.a); got != c.want {
-			t.Errorf("%s: plan = %s, want %s", c.name, got, c.want)
+		got := plan(observation{Desired: c.d, Actual: c.a, Lease: c.l, History: c.h, Now: now})
+		if got != c.want {
+			t.Errorf("%s:\n got  %+v\n want %+v", c.name, got, c.want)
 		}
 	}
 }
@@ -100,24 +134,24 @@ func TestFailuresBackOffWithJitterCapAndReset(t *testing.T) {
 	f := newFailures(time.Second, 8*time.Second, time.Hour)
 	id := uuid.New()
 	for i, want := range []time.Duration{time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 8 * time.Second} {
-		d, rec := f.Fail(id, "boom", i%2 == 0, false)
+		d, rec := f.Fail(id, 1, "boom", i%2 == 0, false)
 		if rec.Consecutive != i+1 || d < want/2 || d > want {
 			t.Errorf("failure %d: delay %s (consecutive %d), want within [%s, %s]", i+1, d, rec.Consecutive, want/2, want)
 		}
 	}
-	if rec := f.Get(id); rec.Crashes != 3 || rec.LastError != "boom" || !f.Waiting(id) {
-		t.Errorf("record %+v, waiting %v", rec, f.Waiting(id))
+	if rec := f.Get(id); rec.Crashes != 3 || rec.LastError != "boom" || !rec.NextRetry.After(time.Now()) || rec.Generation != 1 {
+		t.Errorf("record %+v", rec)
 	}
 
 	// Sustained health: no failure for resetAfter starts the backoff over.
 	short := newFailures(time.Second, time.Minute, time.Nanosecond)
-	short.Fail(id, "a", false, false)
-	short.Fail(id, "b", false, false)
-	if d, rec := short.Fail(id, "c", false, false); rec.Consecutive != 1 || d > time.Second {
+	short.Fail(id, 1, "a", false, false)
+	short.Fail(id, 1, "b", false, false)
+	if d, rec := short.Fail(id, 1, "c", false, false); rec.Consecutive != 1 || d > time.Second {
 		t.Errorf("after sustained health: delay %s, consecutive %d; want a fresh start", d, rec.Consecutive)
 	}
 	f.Forget(id)
-	if rec := f.Get(id); rec.Consecutive != 0 || f.Waiting(id) {
+	if rec := f.Get(id); rec.Consecutive != 0 || !rec.NextRetry.IsZero() {
 		t.Errorf("after Forget: %+v", rec)
 	}
 }

@@ -42,7 +42,7 @@ type workerRow struct {
 // so the rows catch up after a database outage, and only the newest state of each row
 // is written.
 type rowWriter struct {
-	q                  *db.Queries
+	q                  *db.Store
 	host, pid, replica string
 	log                *slog.Logger
 	latency            prometheus.Observer
@@ -51,6 +51,10 @@ type rowWriter struct {
 	seq     uint64
 	pending map[string]pendingRow
 	wake    chan struct{}
+
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
 }
 
 type pendingRow struct {
@@ -59,7 +63,7 @@ type pendingRow struct {
 	metadata []byte
 }
 
-func newRowWriter(q *db.Queries, host, pid, replica string, log *slog.Logger, latency prometheus.Observer) *rowWriter {
+func newRowWriter(q *db.Store, host, pid, replica string, log *slog.Logger, latency prometheus.Observer) *rowWriter {
 	return &rowWriter{q: q, host: host, pid: pid, replica: replica, log: log, latency: latency,
 		pending: map[string]pendingRow{}, wake: make(chan struct{}, 1)}
 }
@@ -80,9 +84,30 @@ func (w *rowWriter) Put(row workerRow) {
 	}
 }
 
-// Run writes pending rows until ctx ends, retrying failed writes with a growing delay
+// Start runs the writer until Stop.
+func (w *rowWriter) Start(ctx context.Context) error {
+	ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	w.done = make(chan struct{})
+	go func() {
+		defer close(w.done)
+		w.run(ctx)
+	}()
+	return nil
+}
+
+// Stop ends the writer (Flush first to write what is pending); idempotent.
+func (w *rowWriter) Stop() {
+	w.stopOnce.Do(func() {
+		if w.cancel != nil {
+			w.cancel()
+			<-w.done
+		}
+	})
+}
+
+// run writes pending rows until ctx ends, retrying failed writes with a growing delay
 // (new rows wait for the retry rather than hammering a database that is down).
-func (w *rowWriter) Run(ctx context.Context) {
+func (w *rowWriter) run(ctx context.Context) {
 	retry := time.Duration(0)
 	for {
 		if retry > 0 {

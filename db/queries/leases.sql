@@ -105,3 +105,7 @@ SELECT replica_id, host, process_id, heartbeat_at FROM reconciler_replicas;
 -- Forgets replicas gone for long; their leases stay until taken over.
 DELETE FROM reconciler_replicas
 WHERE heartbeat_at < now() - make_interval(secs => @older_than_seconds::float8);
+
+-- name: AnnounceReplica :exec
+-- Tells the other replicas that this one joined: they renew (and reassign) at once.
+SELECT pg_notify('reconciler_projects', 'replicas:' || @replica::text);

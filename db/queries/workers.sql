@@ -83,3 +83,7 @@ WHERE ww.status IN ('stopped', 'failed')
       WHERE latest.project_id = ww.project_id
       ORDER BY latest.started_at DESC, latest.id DESC
       LIMIT 1), '00000000-0000-0000-0000-000000000000'::uuid);
+
+-- name: PingListener :exec
+-- The listener's proof that its connection delivers: a notification to itself.
+SELECT pg_notify('reconciler_projects', 'ping:' || @instance::text);

@@ -1,4 +1,4 @@
-package reconciler
+package lease
 
 import (
 	"fmt"
@@ -106,11 +106,11 @@ func TestOwnershipRenewalAndFencing(t *testing.T) {
 	o := newOwnership("me", 100)
 	p1, p2, p3, p4, p5 := uuid.New(), uuid.New(), uuid.New(), uuid.New(), uuid.New()
 	long := time.Now().Add(-time.Minute)
-	o.setLease(p1, heldLease{Term: 1, Expiry: time.Now().Add(time.Minute), Since: long})
-	o.setLease(p2, heldLease{Term: 4, Expiry: time.Now().Add(time.Minute), Since: long})
+	o.setLease(p1, Lease{Term: 1, Expiry: time.Now().Add(time.Minute), Since: long})
+	o.setLease(p2, Lease{Term: 4, Expiry: time.Now().Add(time.Minute), Since: long})
 	sent := time.Now()
-	o.setLease(p4, heldLease{Term: 2, Expiry: time.Now().Add(time.Minute)}) // taken while the renewal ran
-	o.setLease(p5, heldLease{Term: 3, Expiry: time.Now().Add(time.Minute), Since: long})
+	o.setLease(p4, Lease{Term: 2, Expiry: time.Now().Add(time.Minute)}) // taken while the renewal ran
+	o.setLease(p5, Lease{Term: 3, Expiry: time.Now().Add(time.Minute), Since: long})
 	o.dropLease(p5) // given up while the renewal ran
 	expiry := time.Now().Add(10 * time.Second)
 	lost, found := o.renewed(map[uuid.UUID]int64{p1: 1, p3: 7, p5: 3}, sent, expiry, true)
@@ -129,7 +129,7 @@ func TestOwnershipRenewalAndFencing(t *testing.T) {
 	if got := o.expiring(expiry.Add(-time.Second)); len(got) != 0 {
 		t.Fatalf("expiring a second early: %v", got)
 	}
-	if got := o.expiring(expiry.Add(-leaseMargin / 2)); len(got) != 2 {
+	if got := o.expiring(expiry.Add(-Margin / 2)); len(got) != 2 {
 		t.Fatalf("within the margin: %v, want the two renewed leases", got)
 	}
 	o.renewed(map[uuid.UUID]int64{p1: 1, p3: 7}, time.Now(), expiry, false)

@@ -1,4 +1,4 @@
-package reconciler
+package lease
 
 import (
 	"hash/fnv"
@@ -10,23 +10,10 @@ import (
 	"github.com/google/uuid"
 )
 
-// leaseMargin is how long before a lease's expiry (on the replica's own clock) a
-// replica that fences stops the project's worker, so that it has stopped polling
-// before anyone can take the lease over.
-const leaseMargin = 500 * time.Millisecond
-
 // replicaInfo is a live replica taking part in the assignment.
 type replicaInfo struct {
 	ID       string
 	Capacity int
-}
-
-// heldLease is a lease this replica holds, with its expiry on the local clock (the
-// time the renewal was sent plus the TTL: never later than the database's expiry).
-type heldLease struct {
-	Term   int64
-	Expiry time.Time
-	Since  time.Time // when this replica took it (a renewal sent before cannot know it)
 }
 
 // ownership is this replica's view of who should run what: the live replicas, the
@@ -42,7 +29,7 @@ type ownership struct {
 	running  map[uuid.UUID]bool
 	owner    map[uuid.UUID]string
 	stale    bool // running or others changed since the assignment was computed
-	leases   map[uuid.UUID]heldLease
+	leases   map[uuid.UUID]Lease
 	dropped  map[uuid.UUID]time.Time // leases given up lately, and when
 	draining bool
 	fences   bool      // what the last successful renewal told the others
@@ -55,7 +42,7 @@ func newOwnership(me string, capacity int) *ownership {
 		capacity: capacity,
 		running:  map[uuid.UUID]bool{},
 		owner:    map[uuid.UUID]string{},
-		leases:   map[uuid.UUID]heldLease{},
+		leases:   map[uuid.UUID]Lease{},
 		dropped:  map[uuid.UUID]time.Time{},
 	}
 }
@@ -167,14 +154,14 @@ func (o *ownership) reassign() []uuid.UUID {
 }
 
 // holds returns the lease this replica holds on project id.
-func (o *ownership) holds(id uuid.UUID) (heldLease, bool) {
+func (o *ownership) holds(id uuid.UUID) (Lease, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	l, ok := o.leases[id]
 	return l, ok
 }
 
-func (o *ownership) setLease(id uuid.UUID, l heldLease) {
+func (o *ownership) setLease(id uuid.UUID, l Lease) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if l.Since.IsZero() {
@@ -228,7 +215,7 @@ func (o *ownership) renewed(terms map[uuid.UUID]int64, sent, expiry time.Time, f
 }
 
 // expiring lists the leases to give up now: when this replica fences, those within
-// leaseMargin of their local expiry.
+// Margin of their local expiry.
 func (o *ownership) expiring(now time.Time) []uuid.UUID {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -237,7 +224,7 @@ func (o *ownership) expiring(now time.Time) []uuid.UUID {
 	}
 	var ids []uuid.UUID
 	for id, l := range o.leases {
-		if now.After(l.Expiry.Add(-leaseMargin)) {
+		if now.After(l.Expiry.Add(-Margin)) {
 			ids = append(ids, id)
 		}
 	}

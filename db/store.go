@@ -1,0 +1,41 @@
+package db
+
+import (
+	"context"
+	"errors"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ErrNotFound is returned when the row a query looks for does not exist.
+var ErrNotFound = errors.New("not found")
+
+// Store is the service's access to the database: the generated queries, with the
+// driver's errors that callers branch on translated into this package's (a query that
+// returns one row gives ErrNotFound rather than pgx.ErrNoRows).
+type Store struct {
+	*Queries
+}
+
+// NewStore wraps a pool (or a connection, or a transaction).
+func NewStore(db DBTX) *Store { return &Store{Queries: New(db)} }
+
+// LoadProject reads a project for a reconcile (see the query); ErrNotFound when it was
+// deleted.
+func (s *Store) LoadProject(ctx context.Context, arg LoadProjectParams) (LoadProjectRow, error) {
+	row, err := s.Queries.LoadProject(ctx, arg)
+	return row, translate(err)
+}
+
+// AcquireLease tries to take a project's lease; ErrNotFound when the project is gone.
+func (s *Store) AcquireLease(ctx context.Context, arg AcquireLeaseParams) (AcquireLeaseRow, error) {
+	row, err := s.Queries.AcquireLease(ctx, arg)
+	return row, translate(err)
+}
+
+func translate(err error) error {
+	if errors.Is(err, pgx.ErrNoRows) {
+		return ErrNotFound
+	}
+	return err
+}

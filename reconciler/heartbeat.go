@@ -1,0 +1,105 @@
+package reconciler
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.temporal.io/sdk/client"
+
+	"github.com/flowbuilder/reconciler/db"
+)
+
+// heartbeater refreshes last_heartbeat of every live worker of this process with one
+// statement per interval, then has each worker's polls checked, and brings forward the
+// retries of projects that failed because Temporal was unreachable as soon as it
+// answers again (recovery after an outage does not wait for backoffs that grew during
+// it).
+type heartbeater struct {
+	interval time.Duration
+	replica  string
+	db       *db.Store
+	workers  *workerSet
+	failures *failures
+	temporal client.Client
+	retry    func(id uuid.UUID) // reconcile a project now
+	log      *slog.Logger
+	latency  prometheus.Observer
+
+	tick     atomic.Int64 // unix nanos of the last round, for /healthz
+	cancel   context.CancelFunc
+	done     chan struct{}
+	stopOnce sync.Once
+}
+
+// Start runs the loop until Stop.
+func (h *heartbeater) Start(ctx context.Context) error {
+	ctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	h.done = make(chan struct{})
+	go func() {
+		defer close(h.done)
+		h.loop(ctx)
+	}()
+	return nil
+}
+
+// Stop ends the loop; idempotent.
+func (h *heartbeater) Stop() {
+	h.stopOnce.Do(func() {
+		if h.cancel != nil {
+			h.cancel()
+			<-h.done
+		}
+	})
+}
+
+func (h *heartbeater) loop(ctx context.Context) {
+	ticker := time.NewTicker(h.interval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		h.tick.Store(time.Now().UnixNano())
+		h.retryWhenTemporalAnswers(ctx)
+		workers := h.workers.List()
+		if len(workers) == 0 {
+			continue
+		}
+		ids := make([]string, len(workers))
+		for i, pw := range workers {
+			ids[i] = pw.id
+		}
+		hctx, cancel := context.WithTimeout(ctx, h.interval)
+		began := time.Now()
+		if _, err := h.db.HeartbeatWorkers(hctx, db.HeartbeatWorkersParams{WorkerIds: ids, Replica: h.replica}); err != nil && ctx.Err() == nil {
+			h.log.Warn("heartbeat failed", "error", err, "workers", len(ids))
+		}
+		h.latency.Observe(time.Since(began).Seconds())
+		cancel()
+		h.workers.CheckPolls()
+	}
+}
+
+func (h *heartbeater) retryWhenTemporalAnswers(ctx context.Context) {
+	waiting := h.failures.WaitingOnTemporal()
+	if len(waiting) == 0 {
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, h.interval)
+	defer cancel()
+	if _, err := h.temporal.CheckHealth(hctx, &client.CheckHealthRequest{}); err != nil {
+		return
+	}
+	h.log.Info("Temporal answers again; retrying projects now", "projects", len(waiting))
+	for _, id := range waiting {
+		h.failures.RetryNow(id)
+		h.retry(id)
+	}
+}

@@ -1,0 +1,188 @@
+package reconciler
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+
+	"github.com/google/uuid"
+
+	"github.com/flowbuilder/reconciler/db"
+	"github.com/flowbuilder/reconciler/reconciler/component"
+	"github.com/flowbuilder/reconciler/reconciler/flow"
+)
+
+// What a worker serves: the project's active workflows at their highest valid
+// compiled version and its active components, loaded from the reconcile's one read of
+// the project (db.LoadProject), validated, and swapped into the worker atomically by
+// a start or a reload. Runs pin the version they started with (see worker.go), and the
+// parsed definitions of pinned versions are cached by compiled id.
+
+// servedSet is what a worker serves at one generation.
+type servedSet struct {
+	generation      int64
+	workflows       map[string]*servedWorkflow
+	errors          map[string]string // workflow name -> why it is not served
+	components      map[string]*servedComponent
+	componentErrors map[string]string // component name -> why it cannot run
+}
+
+type servedComponent struct {
+	program *component.Program // nil when the code does not compile
+	err     error
+}
+
+type servedWorkflow struct {
+	name       string
+	compiledID uuid.UUID
+	version    int32
+	code       string
+	def        *flow.Definition
+}
+
+// metadata is what workflow_workers.metadata says about this worker's served set.
+func (s *servedSet) metadata() map[string]any {
+	workflows := map[string]any{}
+	for name, sw := range s.workflows {
+		workflows[name] = sw.version
+	}
+	md := map[string]any{"workflows": workflows}
+	if len(s.errors) > 0 {
+		md["workflow_errors"] = s.errors
+	}
+	if len(s.components) > 0 {
+		md["components"] = slices.Sorted(maps.Keys(s.components))
+	}
+	if len(s.componentErrors) > 0 {
+		md["component_errors"] = s.componentErrors
+	}
+	return md
+}
+
+// servedFrom validates what LoadProject read for a project (its definitions must
+// have been read).
+func servedFrom(p db.LoadProjectRow) (*servedSet, error) {
+	set, err := buildServed(p.Generation, p.Workflows, p.Components)
+	if err != nil {
+		return nil, fmt.Errorf("load definitions of project %s: %w", p.ID, err)
+	}
+	return set, nil
+}
+
+// bundleWorkflow and bundleComponent are the JSON elements of LoadProject's workflows and components.
+type bundleWorkflow struct {
+	Name       string     `json:"name"`
+	CompiledID *uuid.UUID `json:"compiled_id"`
+	Version    int32      `json:"version"`
+	Code       *string    `json:"code"`
+}
+
+type bundleComponent struct {
+	Name     string `json:"name"`
+	Language string `json:"language"`
+	Code     string `json:"code"`
+}
+
+// buildServed validates every active workflow of a bundle. A workflow that fails is
+// left out with its reason; so is one whose child workflows are not served.
+func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*servedSet, error) {
+	var wfs []bundleWorkflow
+	if err := json.Unmarshal(workflowsJSON, &wfs); err != nil {
+		return nil, fmt.Errorf("decode workflows: %w", err)
+	}
+	var comps []bundleComponent
+	if err := json.Unmarshal(componentsJSON, &comps); err != nil {
+		return nil, fmt.Errorf("decode components: %w", err)
+	}
+	set := &servedSet{generation: generation, workflows: map[string]*servedWorkflow{}, errors: map[string]string{},
+		components: map[string]*servedComponent{}, componentErrors: map[string]string{}}
+	activities := map[string]bool{}
+	for name := range builtinActivities {
+		activities[name] = true
+	}
+	for _, c := range comps {
+		// A component that does not compile stays callable: its calls fail with the
+		// syntax error, where the workflow's author sees it.
+		activities[c.Name] = true
+		prog, err := component.Compile(c.Name, c.Code)
+		if err != nil {
+			set.componentErrors[c.Name] = err.Error()
+		}
+		set.components[c.Name] = &servedComponent{program: prog, err: err}
+	}
+	active := map[string]bool{}
+	for _, wf := range wfs {
+		active[wf.Name] = true
+	}
+	cat := flow.Catalog{
+		Activity: func(name string) bool { return activities[name] },
+		Workflow: func(name string) bool { return active[name] },
+	}
+	for _, wf := range wfs {
+		if wf.CompiledID == nil || wf.Code == nil {
+			set.errors[wf.Name] = "the workflow is active but has no compiled version"
+			continue
+		}
+		def, err := flow.Parse([]byte(*wf.Code), cat)
+		if err != nil {
+			set.errors[wf.Name] = fmt.Sprintf("version %d: %s", wf.Version, err)
+			continue
+		}
+		set.workflows[wf.Name] = &servedWorkflow{name: wf.Name, compiledID: *wf.CompiledID, version: wf.Version, code: *wf.Code, def: def}
+	}
+	// A workflow that starts an unserved child would hang: leave it out too, until
+	// nothing changes.
+	for changed := true; changed; {
+		changed = false
+		for _, name := range slices.Sorted(maps.Keys(set.workflows)) {
+			for _, child := range set.workflows[name].def.Children {
+				if _, ok := set.workflows[child]; !ok {
+					set.errors[name] = fmt.Sprintf("version %d: child workflow %q is not served", set.workflows[name].version, child)
+					delete(set.workflows, name)
+					changed = true
+					break
+				}
+			}
+		}
+	}
+	return set, nil
+}
+
+// definitionCache keeps parsed definitions of pinned versions by compiled id, so that
+// replaying runs of an old version does not parse it again each time. Compiled rows are
+// immutable, so an id always maps to the same code.
+type definitionCache struct {
+	mu    sync.Mutex
+	max   int
+	items map[string]*flow.Definition
+}
+
+func newDefinitionCache(max int) *definitionCache {
+	return &definitionCache{max: max, items: map[string]*flow.Definition{}}
+}
+
+func (c *definitionCache) get(id, code string) (*flow.Definition, error) {
+	c.mu.Lock()
+	def, ok := c.items[id]
+	c.mu.Unlock()
+	if ok {
+		return def, nil
+	}
+	// Pinned code was valid when it was served; names it calls are checked at run time.
+	def, err := flow.Parse([]byte(code), flow.Catalog{})
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.items) >= c.max {
+		for k := range c.items { // evict an arbitrary entry
+			delete(c.items, k)
+			break
+		}
+	}
+	c.items[id] = def
+	return def, nil
+}
