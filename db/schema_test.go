@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/flowbuilder/reconciler/internal/fixture"
 	"github.com/flowbuilder/reconciler/internal/testenv"
 )
 
@@ -32,19 +35,17 @@ func execErr(t *testing.T, pool *pgxpool.Pool, sql string, args ...any) string {
 
 func newProject(t *testing.T, pool *pgxpool.Pool) string {
 	t.Helper()
-	var id string
-	err := pool.QueryRow(context.Background(),
-		`INSERT INTO projects (name, task_queue_name) VALUES ('p', 'q-' || gen_random_uuid()) RETURNING id::text`).Scan(&id)
+	p, err := fixture.NewProject(context.Background(), pool, "p")
 	if err != nil {
 		t.Fatal(err)
 	}
-	return id
+	return p.ID.String()
 }
 
 func gen(t *testing.T, pool *pgxpool.Pool, project string) int64 {
 	t.Helper()
-	var g int64
-	if err := pool.QueryRow(context.Background(), `SELECT generation FROM projects WHERE id = $1`, project).Scan(&g); err != nil {
+	g, err := fixture.Generation(context.Background(), pool, uuid.MustParse(project))
+	if err != nil {
 		t.Fatal(err)
 	}
 	return g

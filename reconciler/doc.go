@@ -9,34 +9,39 @@
 // the workers in its process — and reports it in workflow_workers. Nothing calls the
 // service; an ops listener only serves /metrics, /healthz and /readyz.
 //
-// # The loop
+// # The parts, each with its own Start and Stop
 //
-//	NOTIFY reconciler_projects ──┐
-//	poll (jittered resync) ──────┤
-//	listener (re)connect resync ─┼─> queue (project ids, deduplicated) ─> reconcile
-//	lease renewal, reassignment ─┤        ^                                  │
-//	worker failure (backoff) ────┘        └── retry with backoff <───────────┤
-//	                                                                         v
-//	          observe -> ownership (assignment + lease) -> plan -> act -> workflow_workers
+//	listener.go   NOTIFY reconciler_projects ─┐
+//	resync.go     resync (interval, reconnect) ┤
+//	lease/        ownership changed ───────────┼─> queue.go (project ids, deduplicated)
+//	workers.go    worker failed (backoff) ─────┤          │
+//	heartbeat.go  Temporal answers again ──────┘          v
+//	                                    reconcile.go: observe -> plan -> act
+//	                                                          │       │
+//	                                    plan.go (pure) <──────┘       v
+//	                                    workers.go: start / reload / stop / fail / fence
+//	                                        └─> worker.go (one Temporal worker), rows.go
 //
-// Every trigger only marks a project dirty; the reconcile re-reads the project, so a
-// lost or duplicated notification changes nothing that the next trigger does not
-// repair. The queue never runs two reconciles of one project at once and bounds how
-// many run together. plan is a pure function of (desired, actual): start, stop, reload
-// (swap the served definitions of the running worker without dropping its pollers) or
-// restart (new task queue or options, or a restart request: the new worker starts
-// before the old one stops). A worker that fails is dropped and started again after
-// its project's backoff.
+// Every trigger only marks a project dirty; the reconcile re-reads the project (one
+// statement), so a lost or duplicated notification changes nothing that the next
+// trigger does not repair. The queue never runs two reconciles of one project at once
+// and bounds how many run together. plan is a pure function of what the database
+// wants, what runs here, the lease and the project's failure history; it returns the
+// whole step (start, stop, reload — swap the served definitions without dropping the
+// pollers —, restart — the new worker polls before the old one stops —, acquire or
+// release the lease, and when to look again), and the driver in reconcile.go applies
+// it, owns every requeue and recovers a panicking pass. A worker that fails is taken
+// out and started again after its project's backoff; a new generation is tried at
+// once.
 //
 // # Replicas and leases
 //
-// Every replica registers in reconciler_replicas and, in one statement per renew
-// interval, extends its leases in project_leases. Projects are assigned by rendezvous
-// hashing with bounded loads over the live replicas; a project runs only on the replica
-// holding its lease. The lease's term grows with every change of owner and fences every
-// write to workflow_workers. A replica that cannot renew stops its workers before its
-// leases can expire (unless it has been alone, when no one could take over); SIGTERM
-// releases each lease as soon as its worker has stopped.
+// See package lease: replicas register and renew their leases in one statement per
+// interval; projects are assigned by rendezvous hashing with bounded loads; a project
+// runs only on the replica holding its lease, whose term fences every write to
+// workflow_workers. A replica that cannot renew stops its workers before its leases can
+// expire (unless it has been alone); SIGTERM releases each lease as soon as its worker
+// has stopped.
 //
 // # Worker rows
 //
@@ -52,9 +57,10 @@
 //
 // # Definitions and pinning
 //
-// A worker registers one dynamic workflow and one dynamic activity. A run resolves its
-// workflow type against the served set when it starts and records the compiled
-// definition in its history (a SideEffect), so it keeps that version through reloads,
-// restarts and redeploys. Changing the interpreter's behaviour for existing histories
-// needs workflow.GetVersion and new replay histories (TestRecordHistories).
+// A worker registers one dynamic workflow and one dynamic activity (served.go holds
+// what it serves). A run resolves its workflow type against the served set when it
+// starts and records the compiled definition in its history (a SideEffect), so it
+// keeps that version through reloads, restarts and redeploys. Changing the
+// interpreter's behaviour for existing histories needs workflow.GetVersion and new
+// replay histories (TestRecordHistories).
 package reconciler

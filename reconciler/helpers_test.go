@@ -2,7 +2,6 @@ package reconciler_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	rdb "github.com/flowbuilder/reconciler/db"
+	"github.com/flowbuilder/reconciler/internal/fixture"
 	"github.com/flowbuilder/reconciler/internal/testenv"
 	"github.com/flowbuilder/reconciler/reconciler"
 )
@@ -106,79 +106,57 @@ func exec(t testing.TB, pool *pgxpool.Pool, sql string, args ...any) {
 	}
 }
 
-// project creates a stopped project and returns its id and task queue.
-func project(t testing.TB, pool *pgxpool.Pool) (uuid.UUID, string) {
+// must fails t on err.
+func must(t testing.TB, err error) {
 	t.Helper()
-	queue := "test-" + uuid.NewString()
-	var id uuid.UUID
-	err := pool.QueryRow(context.Background(),
-		`INSERT INTO projects (name, task_queue_name) VALUES ($1, $2) RETURNING id`, t.Name(), queue).Scan(&id)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return id, queue
+}
+
+// project creates a stopped project and returns its id and task queue.
+func project(t testing.TB, pool *pgxpool.Pool) (uuid.UUID, string) {
+	t.Helper()
+	p, err := fixture.NewProject(context.Background(), pool, t.Name())
+	must(t, err)
+	return p.ID, p.TaskQueue
 }
 
 // workflow creates an active workflow with one compiled version and returns its id.
 func workflow(t testing.TB, pool *pgxpool.Pool, projectID uuid.UUID, name, code string) uuid.UUID {
 	t.Helper()
-	var id uuid.UUID
-	err := pool.QueryRow(context.Background(),
-		`INSERT INTO workflows (project_id, name, status) VALUES ($1, $2, 'active') RETURNING id`, projectID, name).Scan(&id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	compile(t, pool, id, code)
-	return id
+	ids, err := fixture.NewWorkflow(context.Background(), pool, name, code, projectID)
+	must(t, err)
+	return ids[0]
 }
 
 // compile stores a new compiled version of a workflow.
 func compile(t testing.TB, pool *pgxpool.Pool, workflowID uuid.UUID, code string) {
 	t.Helper()
-	exec(t, pool, `INSERT INTO compiled_workflows (workflow_id, workflow_code) VALUES ($1, $2)`, workflowID, code)
+	must(t, fixture.Compile(context.Background(), pool, workflowID, code))
 }
 
 func setDesired(t testing.TB, pool *pgxpool.Pool, projectID uuid.UUID, status string) {
 	t.Helper()
-	exec(t, pool, `UPDATE projects SET desired_status = $2 WHERE id = $1`, projectID, status)
+	_, err := fixture.SetDesired(context.Background(), pool, status, projectID)
+	must(t, err)
 }
 
 func generation(t testing.TB, pool *pgxpool.Pool, projectID uuid.UUID) int64 {
 	t.Helper()
-	var g int64
-	if err := pool.QueryRow(context.Background(), `SELECT generation FROM projects WHERE id = $1`, projectID).Scan(&g); err != nil {
-		t.Fatal(err)
-	}
+	g, err := fixture.Generation(context.Background(), pool, projectID)
+	must(t, err)
 	return g
 }
 
 // workerRow is the newest workflow_workers row of a project.
-type workerRow struct {
-	WorkerID      string
-	Status        string
-	Host          string
-	ProcessID     string
-	Generation    int64
-	StoppedAt     *time.Time
-	LastHeartbeat *time.Time
-	Metadata      map[string]any
-}
+type workerRow = fixture.Worker
 
 func latestWorker(t testing.TB, pool *pgxpool.Pool, projectID uuid.UUID) (workerRow, bool) {
 	t.Helper()
-	var r workerRow
-	var md []byte
-	err := pool.QueryRow(context.Background(), `
-		SELECT worker_id, status, coalesce(host, ''), coalesce(process_id, ''), coalesce(generation, 0),
-		       stopped_at, last_heartbeat, metadata
-		FROM workflow_workers WHERE project_id = $1
-		ORDER BY started_at DESC, id DESC LIMIT 1`, projectID).
-		Scan(&r.WorkerID, &r.Status, &r.Host, &r.ProcessID, &r.Generation, &r.StoppedAt, &r.LastHeartbeat, &md)
-	if err != nil {
-		return workerRow{}, false
-	}
-	_ = json.Unmarshal(md, &r.Metadata)
-	return r, true
+	w, ok, err := fixture.LatestWorker(context.Background(), pool, projectID)
+	must(t, err)
+	return w, ok
 }
 
 // waitWorker waits until the project's newest row satisfies cond.

@@ -14,6 +14,7 @@ import (
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
 
+	"github.com/flowbuilder/reconciler/internal/fixture"
 	"github.com/flowbuilder/reconciler/internal/testenv"
 )
 
@@ -29,26 +30,13 @@ func startReplica(t *testing.T, db *testenv.DB, name string, extra ...string) *t
 // their ids and task queues.
 func fleetOf(t *testing.T, db *testenv.DB, n int) ([]uuid.UUID, map[uuid.UUID]string) {
 	t.Helper()
-	rows, err := db.Pool.Query(context.Background(), `
-		INSERT INTO projects (name, task_queue_name)
-		SELECT 'replicated-' || i, 'rep-' || gen_random_uuid() FROM generate_series(1, $1) i
-		RETURNING id, task_queue_name`, n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var ids []uuid.UUID
+	ps, err := fixture.NewProjects(context.Background(), db.Pool, "replicated", n)
+	must(t, err)
 	queues := map[uuid.UUID]string{}
-	for rows.Next() {
-		var id uuid.UUID
-		var q string
-		if err := rows.Scan(&id, &q); err != nil {
-			t.Fatal(err)
-		}
-		ids = append(ids, id)
-		queues[id] = q
+	for _, p := range ps {
+		queues[p.ID] = p.TaskQueue
 	}
-	return ids, queues
+	return fixture.IDs(ps), queues
 }
 
 // live returns, per project, the replicas with a live (starting or running) worker row.

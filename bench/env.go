@@ -1,0 +1,124 @@
+package main
+
+// The bench's environment: the service under test, the Temporal client, and the
+// fixtures that create projects and read their rows.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/google/uuid"
+	"go.temporal.io/api/workflowservice/v1"
+	"go.temporal.io/sdk/client"
+
+	"github.com/flowbuilder/reconciler/db"
+	"github.com/flowbuilder/reconciler/internal/fixture"
+	"github.com/flowbuilder/reconciler/reconciler"
+)
+
+func dialTemporal(ctx context.Context, address string) (client.Client, error) {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		c, err := client.Dial(client.Options{HostPort: address, Logger: quiet{}})
+		if err == nil {
+			_, err = c.WorkflowService().DescribeNamespace(ctx, &workflowservice.DescribeNamespaceRequest{Namespace: "default"})
+			if err == nil {
+				return c, nil
+			}
+			c.Close()
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("temporal not ready: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (b *bench) startService(ctx context.Context) error {
+	cfg := reconciler.DefaultConfig()
+	cfg.DatabaseURL = b.pg.URL("postgres")
+	cfg.TemporalAddress = b.temporal.Address()
+	cfg.WorkflowPollers = 2
+	cfg.ActivityPollers = 1
+	cfg.Concurrency = 32
+	cfg.DatabaseMaxConns = 40
+	cfg.HeartbeatInterval = 2 * time.Second
+	cfg.OpsAddr = "off"
+	cfg.LogLevel = "warn"
+	cfg.TemporalLogLevel = "error"
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	var err error
+	if b.svcPool, err = db.Connect(ctx, cfg.DatabaseURL, cfg.DatabaseMaxConns); err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if b.svc, err = reconciler.New(cfg, b.svcPool, log); err != nil {
+		return err
+	}
+	return b.svc.Start(ctx)
+}
+
+const labelled = `{"version": 1, "start": "a", "nodes": {
+	"a": {"type": "activity", "activity": "echo", "input": "%s", "next": "r"},
+	"r": {"type": "return", "value": "${nodes.a.output}"}}}`
+
+// newProjects creates n stopped projects, each with one compiled, active workflow
+// when withWorkflow.
+func (b *bench) newProjects(ctx context.Context, n int, withWorkflow bool) ([]uuid.UUID, error) {
+	ps, err := fixture.NewProjects(ctx, b.pool, "bench", n)
+	if err != nil || !withWorkflow {
+		return fixture.IDs(ps), err
+	}
+	ids := fixture.IDs(ps)
+	_, err = fixture.NewWorkflow(ctx, b.pool, "labelled", fmt.Sprintf(labelled, "v1"), ids...)
+	return ids, err
+}
+
+// waitFor polls cond until it holds; the wait is what the figure measures.
+func waitFor(ctx context.Context, timeout, every time.Duration, cond func() (bool, error)) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, err := cond()
+		if err != nil {
+			return err
+		}
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("timed out")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
+	}
+}
+
+// latest is the status, worker id and generation of a project's newest row ("" when
+// it has none).
+func (b *bench) latest(ctx context.Context, id uuid.UUID) (status, worker string, generation int64, err error) {
+	w, _, err := fixture.LatestWorker(ctx, b.pool, id)
+	return w.Status, w.WorkerID, w.Generation, err
+}
+
+func (b *bench) setDesired(ctx context.Context, ids []uuid.UUID, status string) (time.Time, error) {
+	return fixture.SetDesired(ctx, b.pool, status, ids...)
+}
+
+type quiet struct{}
+
+func (quiet) Debug(string, ...any) {}
+
+func (quiet) Info(string, ...any) {}
+
+func (quiet) Warn(string, ...any) {}
+
+func (quiet) Error(string, ...any) {}

@@ -1,0 +1,175 @@
+package main
+
+// Fleet-wide figures: 1,000 projects started and stopped at once, idle cost.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// memory is the service's heap and stacks in use, after collections, and its goroutines.
+func memory() (bytes uint64, goroutines int) {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapInuse + m.StackInuse, runtime.NumGoroutine()
+}
+
+func (b *bench) runningCount(ctx context.Context, ids []uuid.UUID) (int, error) {
+	var n int
+	err := b.pool.QueryRow(ctx, `
+		SELECT count(DISTINCT project_id) FROM workflow_workers
+		WHERE status = 'running' AND project_id = ANY($1)`, ids).Scan(&n)
+	return n, err
+}
+
+func (b *bench) settle(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(3 * time.Second):
+	}
+}
+
+// fleet: N projects at once, idle cost at 100 and N, heartbeat statements.
+func (b *bench) fleet(ctx context.Context) error {
+	n := b.o.projects
+	ids, err := b.newProjects(ctx, n, true)
+	if err != nil {
+		return err
+	}
+	b.settle(ctx)
+	mem0, gor0 := memory()
+
+	say("idle cost at 100 projects")
+	if _, err := b.setDesired(ctx, ids[:100], "running"); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, time.Minute, 10*time.Millisecond, func() (bool, error) {
+		c, err := b.runningCount(ctx, ids[:100])
+		return c == 100, err
+	}); err != nil {
+		return err
+	}
+	b.settle(ctx)
+	mem100, gor100 := memory()
+	if _, err := b.setDesired(ctx, ids[:100], "stopped"); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, time.Minute, 10*time.Millisecond, func() (bool, error) {
+		c, err := b.runningCount(ctx, ids[:100])
+		return c == 0, err
+	}); err != nil {
+		return err
+	}
+
+	say("%d projects set running at once, %d times", n, b.o.cycles)
+	var ups, downs []time.Duration
+	for c := 0; c < b.o.cycles; c++ {
+		if c == 0 && b.o.profile != "" {
+			f, err := os.Create(b.o.profile)
+			if err != nil {
+				return err
+			}
+			if err := pprof.StartCPUProfile(f); err != nil {
+				return err
+			}
+		}
+		t0, err := b.setDesired(ctx, ids, "running")
+		if err != nil {
+			return err
+		}
+		if err := waitFor(ctx, 2*time.Minute, 5*time.Millisecond, func() (bool, error) {
+			c, err := b.runningCount(ctx, ids)
+			return c == n, err
+		}); err != nil {
+			return fmt.Errorf("%d projects did not all run: %w", n, err)
+		}
+		ups = append(ups, time.Since(t0))
+		if c == 0 && b.o.profile != "" {
+			pprof.StopCPUProfile()
+		}
+		if c == b.o.cycles-1 {
+			break // keep the last fleet running for the next figures
+		}
+		t0, err = b.setDesired(ctx, ids, "stopped")
+		if err != nil {
+			return err
+		}
+		if err := waitFor(ctx, 2*time.Minute, 5*time.Millisecond, func() (bool, error) {
+			c, err := b.runningCount(ctx, ids)
+			return c == 0, err
+		}); err != nil {
+			return err
+		}
+		downs = append(downs, time.Since(t0))
+	}
+	polling := 0
+	for _, id := range ids[:10] {
+		var queue, workerID string
+		_ = b.pool.QueryRow(ctx, `SELECT p.task_queue_name, w.worker_id FROM projects p JOIN workflow_workers w ON w.project_id = p.id AND w.status = 'running' WHERE p.id = $1`, id).Scan(&queue, &workerID)
+		if waitFor(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) { return b.pollerListed(ctx, queue, workerID), nil }) == nil {
+			polling++
+		}
+	}
+	b.add(row{
+		figure: fmt.Sprintf("%d projects set running at once -> all running", n),
+		median: ms(median(ups)), p99: "-", target: "<= 3 s",
+		met:   yes(median(ups) <= 3*time.Second),
+		floor: ms(time.Duration(n)*b.workerNext) + " (N x Start)", ratio: ratio(median(ups), time.Duration(n)*b.workerNext),
+		note: fmt.Sprintf("%d runs (%s); stopping them all by desired_status took %s; 10 of 10 sampled workers seen polling: %v",
+			len(ups), durations(ups), durations(downs), polling == 10),
+	})
+
+	say("idle cost at %d projects", n)
+	b.settle(ctx)
+	memN, gorN := memory()
+	perMem := float64(memN-mem100) / float64(n-100)
+	perGor := float64(gorN-gor100) / float64(n-100)
+	at100Mem := float64(mem100-mem0) / 100
+	at100Gor := float64(gor100-gor0) / 100
+	b.add(row{
+		figure: "idle worker cost per project (heap + stacks, goroutines)",
+		median: fmt.Sprintf("%.2f MB, %.1f goroutines", perMem/1e6, perGor), p99: "-",
+		target: "<= 0.5 MB, <= 25 goroutines",
+		met:    yes(perMem <= 0.5e6 && perGor <= 25 && at100Mem <= 0.5e6 && at100Gor <= 25),
+		floor:  "-", ratio: "-",
+		note: fmt.Sprintf("from 100 to %d projects; from 0 to 100: %.2f MB, %.1f goroutines; totals %.0f / %.0f / %.0f MB and %d / %d / %d goroutines at 0 / 100 / %d",
+			n, at100Mem/1e6, at100Gor, float64(mem0)/1e6, float64(mem100)/1e6, float64(memN)/1e6, gor0, gor100, gorN, n),
+	})
+
+	say("heartbeat and renewal statements with %d workers", n)
+	if _, err := b.pool.Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
+		return err
+	}
+	window := 10 * time.Second
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(window):
+	}
+	var heartbeats, renewals int64
+	if err := b.pool.QueryRow(ctx, `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE '%SET last_heartbeat = now()%FROM project_leases%'`).Scan(&heartbeats); err != nil {
+		return err
+	}
+	if err := b.pool.QueryRow(ctx, `SELECT coalesce(sum(calls), 0) FROM pg_stat_statements WHERE query LIKE '%INSERT INTO reconciler_replicas%'`).Scan(&renewals); err != nil {
+		return err
+	}
+	perInterval := float64(heartbeats) / (window.Seconds() / 2)
+	b.add(row{
+		figure: fmt.Sprintf("heartbeat writes with %d workers", n),
+		median: fmt.Sprintf("%.1f statements per interval", perInterval), p99: "-",
+		target: "one statement per replica per interval",
+		met:    yes(perInterval > 0.5 && perInterval <= 1.5),
+		floor:  "-", ratio: "-",
+		note: fmt.Sprintf("pg_stat_statements over %s: %d heartbeat statements (2 s interval), %d lease renewals (1 s interval, also one statement)",
+			window, heartbeats, renewals),
+	})
+	return nil
+}
