@@ -156,6 +156,78 @@ func TestTemporalOutageShowsInRowsAndRecovers(t *testing.T) {
 	}
 }
 
+// Temporal restarts (a persistent dev server, down for 5 s): a workflow started right
+// after it answers again completes within 3 s. Left to the SDK, the worker would poll
+// again only after its backoff (up to 10 s) and the connection's (up to 10 s more).
+func TestTemporalRestartWorkersPollAgainAtOnce(t *testing.T) {
+	t.Parallel()
+	db := testenv.Database(t)
+	srv := testenv.PersistentTemporal(t)
+	tc := testenv.TemporalClientOf(t, srv.Address())
+	startService(t, db, func(c *reconciler.Config) { c.TemporalAddress = srv.Address() })
+	id, queue := project(t, db.Pool)
+	workflow(t, db.Pool, id, "greet", greetV1)
+	setDesired(t, db.Pool, id, "running")
+	waitWorker(t, db.Pool, id, 30*time.Second, hasStatus("running"))
+	var out string
+	if err := execute(t, tc, queue, "greet", map[string]any{"name": "before"}, &out); err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Stop()
+	waitWorker(t, db.Pool, id, 30*time.Second, func(r workerRow) bool { return r.Metadata["poll_error"] != nil })
+	time.Sleep(5 * time.Second) // the outage lasts: the SDK's and the connection's backoffs grow
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := testenv.WaitTemporalReady(ctx, srv.Address()); err != nil {
+		t.Fatal(err)
+	}
+	answered := time.Now()
+	rctx, rcancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer rcancel()
+	run, err := tc.ExecuteWorkflow(rctx, client.StartWorkflowOptions{ID: "after-restart-" + uuid.NewString(), TaskQueue: queue}, "greet", map[string]any{"name": "after"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := run.Get(rctx, &out); err != nil || out != "Hello, after!" {
+		t.Fatalf("a workflow started as Temporal answered again: %q, %v after %s", out, err, time.Since(answered).Round(time.Millisecond))
+	}
+	t.Logf("completed %s after Temporal answered again", time.Since(answered).Round(time.Millisecond))
+}
+
+// Every connection of the service is terminated at once (a failover, a pooler
+// restart): the listener's reconnect resync must not fail on the pool's dead
+// connections and leave the change below to the next poll. It applies within 2 s.
+func TestEveryConnectionTerminatedThenAChangeApplies(t *testing.T) {
+	t.Parallel()
+	db := testenv.Database(t)
+	login := "svc_" + db.Name
+	exec(t, db.Pool, `CREATE ROLE `+login+` LOGIN IN ROLE reconciler_service`)
+	t.Cleanup(func() { _, _ = db.Pool.Exec(context.Background(), `DROP ROLE IF EXISTS `+login) })
+	id, _ := project(t, db.Pool)
+	workflow(t, db.Pool, id, "greet", greetV1)
+	svc := startService(t, db, func(c *reconciler.Config) {
+		c.DatabaseURL = db.URLAs(login)
+		c.PollInterval = time.Hour
+	})
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		return svc.ListenerDelivers(), "the listener does not deliver yet"
+	})
+	var killed int
+	if err := db.Pool.QueryRow(context.Background(), `
+		SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE usename = $1 AND datname = current_database()`, login).Scan(&killed); err != nil || killed < 2 {
+		t.Fatalf("terminated %d connections of the service (%v); want the listener's and the pool's", killed, err)
+	}
+	changed := time.Now()
+	setDesired(t, db.Pool, id, "running")
+	waitWorker(t, db.Pool, id, 2*time.Second, hasStatus("running"))
+	t.Logf("%d connections terminated; the change applied in %s", killed, time.Since(changed).Round(time.Millisecond))
+}
+
 // failedRows are a project's failed workflow_workers rows, oldest first.
 func failedRows(t *testing.T, db *testenv.DB, id uuid.UUID) []workerRow {
 	rows, err := db.Pool.Query(context.Background(), `

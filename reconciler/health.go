@@ -3,6 +3,7 @@ package reconciler
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.temporal.io/api/workflowservice/v1"
@@ -18,6 +19,7 @@ import (
 type pollHealth struct {
 	mu      sync.Mutex
 	workers map[string]*pollState
+	conn    atomic.Pointer[grpc.ClientConn] // the shared client's connection, seen by the interceptor
 }
 
 type pollState struct {
@@ -62,6 +64,7 @@ func (h *pollHealth) state(identity string) pollState {
 // interceptor records the outcome of every poll call.
 func (h *pollHealth) interceptor() grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		h.conn.Store(cc)
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		var identity string
 		switch r := req.(type) {
@@ -102,6 +105,14 @@ func (h *pollHealth) record(identity string, err error) {
 	}
 	s.lastErr = err
 	s.permanent = permanentPollError(err)
+}
+
+// resetConnectBackoff makes the shared connection try to reconnect at once, instead
+// of at the end of its backoff (up to 10 s): Temporal answers again.
+func (h *pollHealth) resetConnectBackoff() {
+	if cc := h.conn.Load(); cc != nil {
+		cc.ResetConnectBackoff()
+	}
 }
 
 // transientError says whether err looks like Temporal being unreachable or overloaded

@@ -7,26 +7,18 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.temporal.io/sdk/client"
 
 	"github.com/flowbuilder/reconciler/db"
 )
 
 // heartbeater refreshes last_heartbeat of every live worker of this process with one
-// statement per interval, then has each worker's polls checked, and brings forward the
-// retries of projects that failed because Temporal was unreachable as soon as it
-// answers again (recovery after an outage does not wait for backoffs that grew during
-// it).
+// statement per interval, then has each worker's polls checked.
 type heartbeater struct {
 	interval time.Duration
 	replica  string
 	db       *db.Store
 	workers  *workerSet
-	failures *failures
-	temporal client.Client
-	retry    func(id uuid.UUID) // reconcile a project now
 	log      *slog.Logger
 	latency  prometheus.Observer
 
@@ -67,7 +59,6 @@ func (h *heartbeater) loop(ctx context.Context) {
 		case <-ticker.C:
 		}
 		h.tick.Store(time.Now().UnixNano())
-		h.retryWhenTemporalAnswers(ctx)
 		workers := h.workers.List()
 		if len(workers) == 0 {
 			continue
@@ -84,22 +75,5 @@ func (h *heartbeater) loop(ctx context.Context) {
 		h.latency.Observe(time.Since(began).Seconds())
 		cancel()
 		h.workers.CheckPolls()
-	}
-}
-
-func (h *heartbeater) retryWhenTemporalAnswers(ctx context.Context) {
-	waiting := h.failures.WaitingOnTemporal()
-	if len(waiting) == 0 {
-		return
-	}
-	hctx, cancel := context.WithTimeout(ctx, h.interval)
-	defer cancel()
-	if _, err := h.temporal.CheckHealth(hctx, &client.CheckHealthRequest{}); err != nil {
-		return
-	}
-	h.log.Info("Temporal answers again; retrying projects now", "projects", len(waiting))
-	for _, id := range waiting {
-		h.failures.RetryNow(id)
-		h.retry(id)
 	}
 }

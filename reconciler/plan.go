@@ -27,6 +27,9 @@ type actual struct {
 	Options    workerOptions
 	// StartGeneration is the generation the worker was started at (reloads keep it).
 	StartGeneration int64
+	// Replace: the worker's polls failed through a Temporal outage that is over, and the
+	// SDK would take seconds more to poll again: a new worker polls at once.
+	Replace bool
 }
 
 // leaseView is what this replica knows of a project's lease.
@@ -146,7 +149,7 @@ func plan(o observation) step {
 			return step{Action: actNone, RequeueAfter: o.History.NextRetry.Sub(o.Now)}
 		}
 		return step{Action: actStart}
-	case a.TaskQueue != d.TaskQueue, a.Options != d.Options, d.RestartGeneration > a.StartGeneration:
+	case a.TaskQueue != d.TaskQueue, a.Options != d.Options, d.RestartGeneration > a.StartGeneration, a.Replace:
 		return step{Action: actRestart}
 	case a.Generation != d.Generation:
 		return step{Action: actReload}

@@ -58,6 +58,7 @@ func TestPlan(t *testing.T) {
 		{"worker options changed: restart", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q", Options: workerOptions{MaxConcurrentActivities: 5}}, serving, held, history{}, step{Action: actRestart}},
 		{"restart requested", desired{Exists: true, Running: true, Generation: 4, TaskQueue: "q", RestartGeneration: 4}, serving, held, history{}, step{Action: actRestart}},
 		{"restart already done", desired{Exists: true, Running: true, Generation: 5, TaskQueue: "q", RestartGeneration: 4}, actual{Exists: true, Generation: 4, StartGeneration: 4, TaskQueue: "q"}, held, history{}, step{Action: actReload}},
+		{"polls failed through an outage that is over: replace the worker", running, actual{Exists: true, Generation: 3, TaskQueue: "q", StartGeneration: 3, Replace: true}, held, history{}, step{Action: actRestart}},
 		{"crash with backoff pending: wait for it", running, actual{}, held, backoff, step{Action: actNone, RequeueAfter: 3 * time.Second}},
 		{"crash, backoff over: start", running, actual{}, held, history{NextRetry: now.Add(-time.Second), Generation: 3}, step{Action: actStart}},
 		{"crash with backoff pending, then a compile: start at once", gen(running, 4), actual{}, held, backoff, step{Action: actStart}},

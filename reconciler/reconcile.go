@@ -104,7 +104,8 @@ func (r *Reconciler) observe(ctx context.Context, id uuid.UUID) (observation, db
 	o := observation{}
 	if pw != nil {
 		served = pw.generation.Load()
-		o.Actual = actual{Exists: true, Generation: served, TaskQueue: pw.taskQueue, Options: pw.options, StartGeneration: pw.startGeneration}
+		o.Actual = actual{Exists: true, Generation: served, TaskQueue: pw.taskQueue, Options: pw.options,
+			StartGeneration: pw.startGeneration, Replace: pw.replace.Load()}
 	}
 	p, err := r.db.LoadProject(ctx, db.LoadProjectParams{ID: id, ServedGeneration: served})
 	switch {

@@ -44,6 +44,7 @@ type Reconciler struct {
 	listener *listener
 	resyncer *resyncer
 	beats    *heartbeater
+	recovery *recovery
 	janitor  *janitor
 	ops      *opsServer
 	metrics  *metrics
@@ -125,8 +126,12 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	}
 	r.leases.Problem = r.listener.Problem
 	r.beats = &heartbeater{
-		interval: cfg.HeartbeatInterval, replica: replica, db: r.db, workers: r.workers, failures: r.failures,
-		temporal: tc, retry: r.queue.Add, log: log, latency: r.metrics.heartbeatSeconds,
+		interval: cfg.HeartbeatInterval, replica: replica, db: r.db, workers: r.workers,
+		log: log, latency: r.metrics.heartbeatSeconds,
+	}
+	r.recovery = &recovery{
+		address: cfg.TemporalAddress, temporal: tc, health: health, workers: r.workers, failures: r.failures,
+		retry: r.queue.Add, log: log,
 	}
 	r.janitor = &janitor{cfg: cfg, db: r.db, leases: r.leases, log: log, host: host, pid: pid, instance: r.instance}
 	r.ops = &opsServer{addr: cfg.OpsAddr, registry: r.metrics.registry, healthy: r.Healthy, ready: r.Ready, log: log}
@@ -166,7 +171,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				r.work()
 			}()
 		}
-		for _, part := range []interface{ Start(context.Context) error }{r.resyncer, r.listener, r.beats} {
+		for _, part := range []interface{ Start(context.Context) error }{r.resyncer, r.listener, r.beats, r.recovery} {
 			_ = part.Start(ctx)
 		}
 		r.log.Info("reconciler started", "replica", r.replica, "host", r.host, "pid", r.pid, "instance", r.instance, "concurrency", r.cfg.Concurrency)
@@ -200,7 +205,7 @@ func (r *Reconciler) Stop() {
 		drained := time.Since(drainBegan)
 		// The loops went on during the drain: leases renewed, heartbeats (and /healthz)
 		// current. Their work is done now.
-		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.janitor, r.leases} {
+		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.recovery, r.janitor, r.leases} {
 			part.Stop()
 		}
 		r.leases.Leave(ctx)

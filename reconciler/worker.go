@@ -39,6 +39,7 @@ type projectWorker struct {
 	stopOnce sync.Once
 
 	generation atomic.Int64 // served now: set by reloads, read by health checks and rows
+	replace    atomic.Bool  // its polls failed through a Temporal outage that is over: replace it
 
 	// Set before the worker is published, then read only.
 	startGeneration int64 // when the worker was started; reloads keep it

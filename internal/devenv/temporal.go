@@ -19,6 +19,7 @@ type Temporal struct {
 	cli     string
 	port    int
 	dynamic []string
+	persist bool
 	dir     string
 	proc    *child
 }
@@ -29,6 +30,9 @@ type TemporalOptions struct {
 	CLI string
 	// DynamicConfig values, e.g. "frontend.namespaceCount=10000".
 	DynamicConfig []string
+	// Persistent keeps the server's state in a database file in its folder, so that a
+	// Stop and Start keep every workflow (and the namespace).
+	Persistent bool
 }
 
 // StartTemporal starts a dev server on a free port and waits until its frontend
@@ -49,7 +53,7 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 	if err != nil {
 		return nil, fmt.Errorf("create temporal folder: %w", err)
 	}
-	t := &Temporal{cli: cli, port: port, dynamic: opts.DynamicConfig, dir: dir}
+	t := &Temporal{cli: cli, port: port, dynamic: opts.DynamicConfig, persist: opts.Persistent, dir: dir}
 	if err := t.Start(ctx); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -61,7 +65,7 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 func (t *Temporal) Address() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port)) }
 
 // Start (re)starts the server on its port. A restarted dev server has lost every
-// workflow: it runs in memory.
+// workflow, unless it is Persistent.
 func (t *Temporal) Start(ctx context.Context) error {
 	if t.proc != nil {
 		return errors.New("temporal is already running")
@@ -84,6 +88,9 @@ func (t *Temporal) Start(ctx context.Context) error {
 	}
 	for _, v := range t.dynamic {
 		args = append(args, "--dynamic-config-value", v)
+	}
+	if t.persist {
+		args = append(args, "--db-filename", filepath.Join(t.dir, "temporal.db"))
 	}
 	proc, err := startChild(t.cli, args, t.dir, filepath.Join(t.dir, "temporal.log"), nil)
 	if err != nil {
@@ -109,7 +116,7 @@ func (t *Temporal) Start(ctx context.Context) error {
 	return nil
 }
 
-// Stop kills the server; Start brings up an empty one on the same port.
+// Stop stops the server; Start brings it up again on the same port.
 func (t *Temporal) Stop() {
 	if t.proc == nil {
 		return

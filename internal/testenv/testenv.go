@@ -374,9 +374,21 @@ func TemporalAddress(t testing.TB) string {
 // configuration's values of the same keys). It is closed when t ends.
 func PrivateTemporal(t testing.TB, extra ...string) *devenv.Temporal {
 	t.Helper()
+	return privateTemporal(t, false, extra)
+}
+
+// PersistentTemporal is PrivateTemporal with its state in a file: a Stop and Start
+// keep every workflow, as a real Temporal's restart would.
+func PersistentTemporal(t testing.TB, extra ...string) *devenv.Temporal {
+	t.Helper()
+	return privateTemporal(t, true, extra)
+}
+
+func privateTemporal(t testing.TB, persistent bool, extra []string) *devenv.Temporal {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: overrideConfig(TemporalDynamicConfig, extra)})
+	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: overrideConfig(TemporalDynamicConfig, extra), Persistent: persistent})
 	if err != nil {
 		t.Fatalf("testenv: private temporal dev server: %v", err)
 	}

@@ -88,7 +88,10 @@ type Manager struct {
 	fenceTick atomic.Int64
 
 	startOnce, stopOnce sync.Once
+	ctx                 context.Context // of the loops (and of release retries)
 	cancel              context.CancelFunc
+	mu                  sync.Mutex // guards wg.Add against Stop
+	stopped             bool
 	wg                  sync.WaitGroup
 }
 
@@ -115,33 +118,47 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.startOnce.Do(func() {
 		err = nil
 		ctx, m.cancel = context.WithCancel(context.WithoutCancel(ctx))
+		m.ctx = ctx
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		if err := m.FindDead(cctx); err != nil {
 			m.log.Warn("start-up check of the other replicas failed; the janitor retries", "error", err)
 		}
 		m.renew(cctx)
 		cancel()
-		m.wg.Add(2)
-		go func() {
-			defer m.wg.Done()
-			m.renewLoop(ctx)
-		}()
-		go func() {
-			defer m.wg.Done()
-			m.fenceLoop(ctx)
-		}()
+		m.goLoop(m.renewLoop)
+		m.goLoop(m.fenceLoop)
 	})
 	return err
 }
 
-// Stop ends the loops (the leases are left to Release or to expire). Idempotent.
+// Stop ends the loops and the release retries (the leases are left to expire).
+// Idempotent.
 func (m *Manager) Stop() {
 	m.stopOnce.Do(func() {
+		m.mu.Lock()
+		m.stopped = true
+		m.mu.Unlock()
 		if m.cancel != nil {
 			m.cancel()
 			m.wg.Wait()
 		}
 	})
+}
+
+// goLoop runs fn in a goroutine that Stop waits for, unless the manager is stopped or
+// was never started.
+func (m *Manager) goLoop(fn func(ctx context.Context)) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.stopped || m.ctx == nil {
+		return false
+	}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		fn(m.ctx)
+	}()
+	return true
 }
 
 // Wake asks for a renewal (and a fresh view of the replicas) now.
@@ -204,13 +221,34 @@ func (m *Manager) Acquire(ctx context.Context, id uuid.UUID) (l Lease, ok bool, 
 }
 
 // Release gives project id's lease (of term) up and closes the row of the worker that
-// ran under it (workerID, if any); the other replicas are notified. A failure is
-// logged: the lease then expires by itself.
+// ran under it (workerID, if any); the other replicas are notified. A release that
+// fails is retried in the background until it succeeds or the lease has expired
+// anyway: another replica should not wait out a TTL for one lost statement.
 func (m *Manager) Release(ctx context.Context, id uuid.UUID, term int64, workerID string) {
 	m.own.dropLease(id)
-	if _, err := m.db.ReleaseLease(ctx, db.ReleaseLeaseParams{ProjectID: id, Replica: m.cfg.Replica, Term: term, WorkerID: workerID}); err != nil {
-		m.log.Warn("release lease failed; it expires by itself", "project_id", id, "error", err, "term", term)
+	arg := db.ReleaseLeaseParams{ProjectID: id, Replica: m.cfg.Replica, Term: term, WorkerID: workerID}
+	_, err := m.db.ReleaseLease(ctx, arg)
+	if err == nil {
+		return
 	}
+	deadline := time.Now().Add(m.cfg.TTL)
+	retrying := m.goLoop(func(ctx context.Context) {
+		for delay := 100 * time.Millisecond; time.Now().Before(deadline); delay = min(2*delay, 2*time.Second) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			_, err := m.db.ReleaseLease(rctx, arg)
+			cancel()
+			if err == nil {
+				m.log.Info("lease released after a retry", "project_id", id, "term", term)
+				return
+			}
+		}
+	})
+	m.log.Warn("release lease failed", "project_id", id, "error", err, "term", term, "retrying", retrying)
 }
 
 // Drop forgets a lease without telling the database: its project was deleted, or the
