@@ -382,7 +382,28 @@ func sortedMapKeys(args []any, fn string) (reflect.Value, []reflect.Value, error
 		return reflect.Value{}, nil, fmt.Errorf("%s: expected a map, got %T", fn, args[0])
 	}
 	keys := m.MapKeys()
-	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i].Interface()) < fmt.Sprint(keys[j].Interface()) })
+	// By their text, then their type, each formatted once (not at every comparison).
+	type key struct {
+		text, typ string
+		v         reflect.Value
+	}
+	ks := make([]key, len(keys))
+	for i, k := range keys {
+		if s, ok := k.Interface().(string); ok {
+			ks[i] = key{text: s, typ: "string", v: k}
+		} else {
+			ks[i] = key{text: fmt.Sprint(k.Interface()), typ: fmt.Sprintf("%T", k.Interface()), v: k}
+		}
+	}
+	sort.Slice(ks, func(i, j int) bool {
+		if ks[i].text != ks[j].text {
+			return ks[i].text < ks[j].text
+		}
+		return ks[i].typ < ks[j].typ
+	})
+	for i := range ks {
+		keys[i] = ks[i].v
+	}
 	return m, keys, nil
 }
 
