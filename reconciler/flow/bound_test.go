@@ -12,6 +12,9 @@ import (
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/builtin"
+	"go.temporal.io/sdk/temporal"
+	"go.temporal.io/sdk/testsuite"
+	"go.temporal.io/sdk/workflow"
 )
 
 func boundScope() Scope {
@@ -392,6 +395,37 @@ func TestWorstCases(t *testing.T) {
 		}
 	}
 	t.Logf("worst: %v", worst)
+}
+
+// A run whose expression reaches a limit fails at once with a non-retryable
+// ExpressionError naming the limit; Options.ExprLimits apply.
+func TestRunFailsOnExpressionLimit(t *testing.T) {
+	h := newHarness(t, `{"version": 1, "start": "done", "nodes": {
+	  "done": {"type": "return", "value": "${len(repeat(repeat('x', 40000), 1000000))}"}}}`, nil)
+	_, err := h.run(t, map[string]any{})
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) || app.Type() != FailureExpression || !app.NonRetryable() ||
+		!strings.Contains(app.Error(), "memory limit") {
+		t.Fatalf("got %v", err)
+	}
+
+	def, err := Parse([]byte(`{"version": 1, "start": "c", "nodes": {
+	  "c": {"type": "condition", "if": "${len(input.s + input.s) > 10}", "then": "done"},
+	  "done": {"type": "return", "value": "ok"}}}`), Catalog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for limit, want := range map[int64]string{0: "", 100: "memory limit"} {
+		env := (&testsuite.WorkflowTestSuite{}).NewTestWorkflowEnvironment()
+		env.RegisterWorkflowWithOptions(func(ctx workflow.Context, input any) (any, error) {
+			return Execute(ctx, def, input, Options{MaxSteps: 50, ExprLimits: Limits{Bytes: limit}})
+		}, workflow.RegisterOptions{Name: "main"})
+		env.ExecuteWorkflow("main", map[string]any{"s": strings.Repeat("s", 60)})
+		err := env.GetWorkflowError()
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("bytes limit %d: got %v, want %q", limit, err, want)
+		}
+	}
 }
 
 // What a budgeted builtin charges covers what it allocates (measured on big arguments,
