@@ -306,6 +306,11 @@ func (rw *rewriter) Visit(node *ast.Node) {
 		}
 	case *ast.BuiltinNode:
 		rw.builtin(node, n)
+	case *ast.VariableDeclaratorNode:
+		if n.Name == "$env" {
+			// The budgeted functions find the evaluation's budget in $env.
+			rw.fail("$env cannot be redefined")
+		}
 	case *ast.CallNode:
 		if id, ok := n.Callee.(*ast.IdentifierNode); ok {
 			switch id.Value {

@@ -128,7 +128,8 @@ func TestBoundedExpressionsBehaveAsBefore(t *testing.T) {
 func TestCompileErrorsAsBefore(t *testing.T) {
 	r := refs{nodes: map[string]bool{}, signals: map[string]bool{}}
 	for _, src := range []string{`"a" < 1`, `1..1e9`, `now()`, `filter(input.tags, 1)`, `upper(1)`, `nope`, `1 +`, `"x" matches "["`,
-		`$env.budget`, `budget`, `repeat("x")`} {
+		`$env.budget`, `budget`, `repeat("x")`,
+		`let $env = 1; upper("a")`, `map([1], let $env = #; upper("a"))`} { // refused since bounding
 		if _, err := compileExpr(src, &r); err == nil {
 			t.Errorf("%s compiled", src)
 		}

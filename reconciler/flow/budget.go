@@ -163,7 +163,9 @@ func log2(n int) int64 { return int64(bits.Len(uint(n))) }
 // walker visits a value depth first (as a tree: a value shared twice is visited twice),
 // charging a step per value and per 64 bytes of string. In size mode it also returns
 // the length of the value's JSON encoding: exact for the JSON types, an upper bound for
-// the others; with indent, of json.MarshalIndent(v, "", "  ").
+// the others; with indent, of json.MarshalIndent(v, "", "  "). Maps are walked in Go's
+// random order: whether a walk exceeds a limit does not depend on it, but which limit
+// it reports first (work or depth) can, when both are exceeded.
 type walker struct {
 	b      *budget
 	op     string
