@@ -297,7 +297,7 @@ func (rw *rewriter) Visit(node *ast.Node) {
 	case *ast.BinaryNode:
 		rw.binary(node, n)
 	case *ast.MemberNode:
-		if !isLiteralKey(n.Property) {
+		if !isLiteralKey(n.Property) && !isNumberOrBool(n.Property) {
 			n.Property = call(n.Property, "key", n.Property)
 		}
 	case *ast.PairNode:
@@ -1050,6 +1050,9 @@ const loopBytes = 320
 func boundLoop(b *budget, args []any) (any, error) {
 	c := args[0]
 	n, ok := length(c)
+	if s, isString := c.(string); isString {
+		n, ok = len(s), true // the VM loops over a string's bytes
+	}
 	if !ok {
 		return c, nil // the builtin fails on it
 	}
