@@ -1275,9 +1275,10 @@ func toJSONCost(b *budget, args []any) error {
 	if err := b.step(add(mul(before-b.steps, 2), 20), "toJSON"); err != nil {
 		return err
 	}
-	// MarshalIndent encodes into a growing buffer, indents into a second one, then
-	// copies: up to eight times the result (measured on escape-heavy strings).
-	return b.alloc(mul(n, 8), "toJSON")
+	// MarshalIndent encodes into a growing buffer (unless encoding/json's pool has a big
+	// one), copies it, indents into a second one, and expr copies that into a string:
+	// up to eleven times the result (measured on escape-heavy strings).
+	return b.alloc(mul(n, 12), "toJSON")
 }
 
 // fromJSONCost bounds what encoding/json allocates decoding s into any: at most about
