@@ -227,8 +227,19 @@ func TestHostileExpressions(t *testing.T) {
 				}
 				t.Fatalf("compile: %v (%v)", err, errors.As(err, &le))
 			}
+			// The least of three runs: the machine may be busy with other work.
 			var evalErr error
-			d, alloc := measure(func() { _, evalErr = e.Eval(s) })
+			var d time.Duration
+			var alloc uint64
+			for i := 0; i < 3; i++ {
+				di, ai := measure(func() { _, evalErr = e.Eval(s) })
+				if i == 0 || di < d {
+					d = di
+				}
+				if i == 0 || ai < alloc {
+					alloc = ai
+				}
+			}
 			var le *LimitError
 			if !errors.As(evalErr, &le) {
 				t.Fatalf("got %v, want a LimitError", evalErr)
@@ -380,14 +391,22 @@ func TestWorstCases(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", src, err)
 		}
-		b := newBudget(Limits{})
+		var b *budget
 		var runErr error
-		d, alloc := measure(func() {
-			var out any
-			if out, runErr = e.run(s, b); runErr == nil {
-				_, runErr = b.result(out)
+		var d time.Duration
+		var alloc uint64
+		for i := 0; i < 3; i++ { // the least of three runs, as above
+			b = newBudget(Limits{})
+			di, ai := measure(func() {
+				var out any
+				if out, runErr = e.run(s, b); runErr == nil {
+					_, runErr = b.result(out)
+				}
+			})
+			if i == 0 || di < d {
+				d, alloc = di, ai
 			}
-		})
+		}
 		used := DefaultLimits.Steps - b.steps
 		t.Logf("%7.2f ms %6.2f MiB %8d steps %5.1f ns/step, limit reached: %-5v %s", float64(d.Microseconds())/1000, float64(alloc)/(1<<20), used,
 			float64(d.Nanoseconds())/float64(max(used, 1)), runErr != nil, src)
