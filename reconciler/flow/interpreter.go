@@ -44,6 +44,9 @@ type Options struct {
 	MaxSteps int
 	// Pinned is echoed in the state query (which compiled version the run uses).
 	Pinned map[string]any
+	// ExprLimits bound each evaluation of a template or condition (zero fields take
+	// DefaultLimits); reaching one fails the run with an ExpressionError.
+	ExprLimits Limits
 }
 
 // Execute runs def with input as the current Temporal workflow and returns its result.
@@ -164,7 +167,7 @@ func (r *run) exec(ctx workflow.Context, n *Node) (out any, next string, err err
 		return out, n.Next, nil
 
 	case TypeCondition:
-		v, err := n.If.Eval(r.scope())
+		v, err := n.If.EvalWithin(r.scope(), r.opts.ExprLimits)
 		if err != nil {
 			return nil, "", expressionError(n, "if", err)
 		}
@@ -272,7 +275,7 @@ func (r *run) parallel(ctx workflow.Context, n *Node) (any, error) {
 }
 
 func (r *run) eval(n *Node, field string, t *Template) (any, error) {
-	v, err := t.Eval(r.scope())
+	v, err := t.EvalWithin(r.scope(), r.opts.ExprLimits)
 	if err != nil {
 		return nil, expressionError(n, field, err)
 	}

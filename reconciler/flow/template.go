@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/vm"
 )
@@ -20,12 +19,16 @@ type Scope struct {
 	Input   any            `expr:"input"`
 	Nodes   map[string]any `expr:"nodes"`
 	Signals map[string]any `expr:"signals"`
+
+	budget *budget // of the evaluation running; expressions cannot see it
 }
 
-// Expr is a compiled expression.
+// Expr is a compiled expression (see bound.go for how it is bounded).
 type Expr struct {
 	source  string
 	program *vm.Program
+	cost    int64 // steps to run each node once
+	bytes   int64 // what its array and map literals allocate, run once
 }
 
 // refs collects what expressions of a definition refer to, for validation.
@@ -34,36 +37,34 @@ type refs struct {
 	signals map[string]bool
 }
 
-// exprOptions makes expressions deterministic under Temporal replay: no wall clock,
-// a fixed time zone, and map iteration in sorted key order.
-func exprOptions() []expr.Option {
-	return []expr.Option{
-		expr.Env(Scope{}),
-		expr.DisableBuiltin("now"),
-		expr.Timezone("UTC"),
-		expr.Function("keys", sortedKeys),
-		expr.Function("values", sortedValues),
-		expr.Function("toPairs", sortedPairs),
-		expr.MaxNodes(5000),
+// Eval runs the expression in scope within DefaultLimits and returns a JSON-compatible
+// value.
+func (e *Expr) Eval(s Scope) (any, error) { return e.EvalWithin(s, Limits{}) }
+
+// EvalWithin is Eval within l (zero fields take DefaultLimits).
+func (e *Expr) EvalWithin(s Scope, l Limits) (any, error) {
+	b := newBudget(l)
+	out, err := e.run(s, b)
+	if err != nil {
+		return nil, err
 	}
+	out, err = b.result(out)
+	if err != nil {
+		return nil, &evalError{source: e.source, err: err}
+	}
+	return out, nil
 }
 
-func compileExpr(source string, r *refs) (*Expr, error) {
-	opts := append(exprOptions(), expr.Patch(&refCollector{refs: r}))
-	program, err := expr.Compile(source, opts...)
+// result checks the size of v as JSON against the output limit, and normalizes it.
+func (b *budget) result(v any) (any, error) {
+	n, err := b.jsonSize(v, "result")
 	if err != nil {
-		return nil, fmt.Errorf("bad expression %q: %s", source, oneLine(err.Error()))
+		return nil, err
 	}
-	return &Expr{source: source, program: program}, nil
-}
-
-// Eval runs the expression in scope and returns a JSON-compatible value.
-func (e *Expr) Eval(s Scope) (any, error) {
-	out, err := expr.Run(e.program, s)
-	if err != nil {
-		return nil, fmt.Errorf("evaluate %q: %s", e.source, oneLine(err.Error()))
+	if err := b.output(n, "result"); err != nil {
+		return nil, err
 	}
-	return normalize(out)
+	return normalize(v)
 }
 
 func (e *Expr) String() string { return e.source }
@@ -100,16 +101,42 @@ type Template struct {
 }
 
 type tnode interface {
-	eval(Scope) (any, error)
+	eval(Scope, *budget) (any, error)
 }
 
-type literal struct{ v any }
+type literal struct {
+	v    any
+	size int64 // as JSON
+}
 
-func (l literal) eval(Scope) (any, error) { return l.v, nil }
+func newLiteral(v any) literal {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return literal{v: v}
+	}
+	return literal{v: v, size: int64(len(b))}
+}
+
+func (l literal) eval(_ Scope, b *budget) (any, error) {
+	if err := b.output(l.size, "template"); err != nil {
+		return nil, err
+	}
+	return l.v, nil
+}
 
 type whole struct{ e *Expr }
 
-func (w whole) eval(s Scope) (any, error) { return w.e.Eval(s) }
+func (w whole) eval(s Scope, b *budget) (any, error) {
+	v, err := w.e.run(s, b)
+	if err != nil {
+		return nil, err
+	}
+	v, err = b.result(v)
+	if err != nil {
+		return nil, &evalError{source: w.e.source, err: err}
+	}
+	return v, nil
+}
 
 type textPart struct {
 	text string
@@ -118,20 +145,43 @@ type textPart struct {
 
 type interpolation []textPart
 
-func (p interpolation) eval(s Scope) (any, error) {
-	var b strings.Builder
+func (p interpolation) eval(s Scope, b *budget) (any, error) {
+	var out strings.Builder
 	for _, part := range p {
-		if part.e == nil {
-			b.WriteString(part.text)
-			continue
+		t := part.text
+		if part.e != nil {
+			v, err := part.e.run(s, b)
+			if err != nil {
+				return nil, err
+			}
+			if t, err = b.text(v); err != nil {
+				return nil, &evalError{source: part.e.source, err: err}
+			}
 		}
-		v, err := part.e.Eval(s)
-		if err != nil {
+		if err := b.output(jsonStringLen(t)-2, "template"); err != nil {
 			return nil, err
 		}
-		b.WriteString(text(v))
+		out.WriteString(t)
 	}
-	return b.String(), nil
+	if err := b.output(2, "template"); err != nil {
+		return nil, err
+	}
+	return out.String(), nil
+}
+
+// text is text(v) once v is known to be small enough.
+func (b *budget) text(v any) (string, error) {
+	if s, ok := v.(string); ok {
+		return s, nil
+	}
+	n, err := b.jsonSize(v, "text")
+	if err != nil {
+		return "", err
+	}
+	if n > b.out {
+		return "", &LimitError{Limit: "output", Max: b.lim.Output, Op: "template", Need: n}
+	}
+	return text(v), nil
 }
 
 type object struct {
@@ -139,10 +189,17 @@ type object struct {
 	items []tnode
 }
 
-func (o object) eval(s Scope) (any, error) {
+func (o object) eval(s Scope, b *budget) (any, error) {
+	var overhead int64 = 2
+	for _, k := range o.keys {
+		overhead += jsonStringLen(k) + 2
+	}
+	if err := b.output(overhead, "template"); err != nil {
+		return nil, err
+	}
 	out := make(map[string]any, len(o.keys))
 	for i, k := range o.keys {
-		v, err := o.items[i].eval(s)
+		v, err := o.items[i].eval(s, b)
 		if err != nil {
 			return nil, err
 		}
@@ -153,10 +210,13 @@ func (o object) eval(s Scope) (any, error) {
 
 type array []tnode
 
-func (a array) eval(s Scope) (any, error) {
+func (a array) eval(s Scope, b *budget) (any, error) {
+	if err := b.output(int64(2+len(a)), "template"); err != nil {
+		return nil, err
+	}
 	out := make([]any, len(a))
 	for i, item := range a {
-		v, err := item.eval(s)
+		v, err := item.eval(s, b)
 		if err != nil {
 			return nil, err
 		}
@@ -196,7 +256,7 @@ func compileValue(v any, r *refs) (tnode, error) {
 			constant = constant && isLit
 		}
 		if constant {
-			return literal{v}, nil
+			return newLiteral(v), nil
 		}
 		return o, nil
 	case []any:
@@ -212,11 +272,11 @@ func compileValue(v any, r *refs) (tnode, error) {
 			constant = constant && isLit
 		}
 		if constant {
-			return literal{v}, nil
+			return newLiteral(v), nil
 		}
 		return a, nil
 	default:
-		return literal{v}, nil
+		return newLiteral(v), nil
 	}
 }
 
@@ -251,7 +311,7 @@ func compileString(s string, r *refs) (tnode, error) {
 		for _, p := range out {
 			b.WriteString(p.text)
 		}
-		return literal{b.String()}, nil
+		return newLiteral(b.String()), nil
 	}
 	return out, nil
 }
@@ -326,12 +386,16 @@ func matchBrace(s string, from int) (int, error) {
 	return 0, fmt.Errorf("unclosed ${ in %q", s)
 }
 
-// Eval evaluates the template in scope.
-func (t *Template) Eval(s Scope) (any, error) {
+// Eval evaluates the template in scope within DefaultLimits.
+func (t *Template) Eval(s Scope) (any, error) { return t.EvalWithin(s, Limits{}) }
+
+// EvalWithin evaluates the template in scope; all its expressions share one budget of
+// l (zero fields take DefaultLimits), and the result is at most l.Output bytes of JSON.
+func (t *Template) EvalWithin(s Scope, l Limits) (any, error) {
 	if t == nil {
 		return nil, nil
 	}
-	return t.root.eval(s)
+	return t.root.eval(s, newBudget(l))
 }
 
 // text is how a value reads inside a string: strings as they are, anything else as JSON.
@@ -382,7 +446,28 @@ func sortedMapKeys(args []any, fn string) (reflect.Value, []reflect.Value, error
 		return reflect.Value{}, nil, fmt.Errorf("%s: expected a map, got %T", fn, args[0])
 	}
 	keys := m.MapKeys()
-	sort.Slice(keys, func(i, j int) bool { return fmt.Sprint(keys[i].Interface()) < fmt.Sprint(keys[j].Interface()) })
+	// By their text, then their type, each formatted once (not at every comparison).
+	type key struct {
+		text, typ string
+		v         reflect.Value
+	}
+	ks := make([]key, len(keys))
+	for i, k := range keys {
+		if s, ok := k.Interface().(string); ok {
+			ks[i] = key{text: s, typ: "string", v: k}
+		} else {
+			ks[i] = key{text: fmt.Sprint(k.Interface()), typ: fmt.Sprintf("%T", k.Interface()), v: k}
+		}
+	}
+	sort.Slice(ks, func(i, j int) bool {
+		if ks[i].text != ks[j].text {
+			return ks[i].text < ks[j].text
+		}
+		return ks[i].typ < ks[j].typ
+	})
+	for i := range ks {
+		keys[i] = ks[i].v
+	}
 	return m, keys, nil
 }
 
