@@ -247,16 +247,20 @@ func TestHostileExpressions(t *testing.T) {
 			if h.limit != "" && le.Limit != h.limit {
 				t.Errorf("reached the %s limit, want %s: %v", le.Limit, h.limit, evalErr)
 			}
+			// Wall time is logged, not asserted (the machine may be busy): what bounds it
+			// is the budget, whose steps and bytes are checked by construction.
 			t.Logf("%-8s %8.2f ms %8.2f MiB  %s", le.Limit, float64(d.Microseconds())/1000, float64(alloc)/(1<<20), oneLine(evalErr.Error()))
-			if d > 100*time.Millisecond {
-				t.Errorf("took %v", d)
-			}
 			if alloc > 3*uint64(DefaultLimits.Bytes) {
 				t.Errorf("allocated %d bytes", alloc)
 			}
 		})
 	}
-	time.Sleep(10 * time.Millisecond)
+	// Evaluation is synchronous: nothing it started may outlive it (give the runtime a
+	// moment to reap what a test of this package may have started meanwhile).
+	deadline := time.Now().Add(time.Second)
+	for runtime.NumGoroutine() > goroutines && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
 	if n := runtime.NumGoroutine(); n > goroutines {
 		t.Errorf("%d goroutines before, %d after", goroutines, n)
 	}
@@ -315,8 +319,9 @@ func TestCompileIsBounded(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	if d > 200*time.Millisecond || alloc > 32<<20 {
-		t.Errorf("compiling took %v and %d bytes", d, alloc)
+	t.Logf("compiling took %v and %d bytes", d, alloc)
+	if alloc > 32<<20 {
+		t.Errorf("compiling allocated %d bytes", alloc)
 	}
 	var le *LimitError
 	if _, err := e.Eval(Scope{}); !errors.As(err, &le) || le.Limit != "memory" {
@@ -332,8 +337,9 @@ func TestRegexpSizeCheckedWhenParsed(t *testing.T) {
 			t.Errorf("compiled: %v", err)
 		}
 	})
-	if d > 100*time.Millisecond || alloc > 4<<20 {
-		t.Errorf("refusing it took %v and %d bytes", d, alloc)
+	t.Logf("refusing it took %v and %d bytes", d, alloc)
+	if alloc > 4<<20 {
+		t.Errorf("refusing it allocated %d bytes", alloc)
 	}
 	if _, err := compileExpr(`input.s matches "^[a-z]{1,64}@[a-z.]+$"`, &r); err != nil {
 		t.Fatal(err)
@@ -342,7 +348,8 @@ func TestRegexpSizeCheckedWhenParsed(t *testing.T) {
 
 // The most work an expression can do within the default limits, built to make each step
 // as slow as possible: it must stay well under Temporal's 1 s workflow task deadlock
-// detector.
+// detector. The times are logged (go test -v): what the test holds is that evaluation
+// stops at the budget.
 func TestWorstCases(t *testing.T) {
 	s := boundScope()
 	big := map[string]any{}
@@ -411,8 +418,9 @@ func TestWorstCases(t *testing.T) {
 		t.Logf("%7.2f ms %6.2f MiB %8d steps %5.1f ns/step, limit reached: %-5v %s", float64(d.Microseconds())/1000, float64(alloc)/(1<<20), used,
 			float64(d.Nanoseconds())/float64(max(used, 1)), runErr != nil, src)
 		worst = max(worst, d)
-		if d > 250*time.Millisecond {
-			t.Errorf("%s took %v", src, d)
+		// Evaluation stops at the charge that overdraws the budget: never beyond it.
+		if used > DefaultLimits.Steps+1 {
+			t.Errorf("%s used %d steps, past the budget of %d", src, used, DefaultLimits.Steps)
 		}
 	}
 	t.Logf("worst: %v", worst)

@@ -100,6 +100,14 @@ func newBudget(l Limits) *budget {
 	return &budget{steps: l.Steps, bytes: l.Bytes, out: l.Output, lim: l}
 }
 
+// used is how many steps were spent (the overdrawing charge counts as one).
+func (b *budget) used() int64 {
+	if b.steps < 0 {
+		return b.lim.Steps + 1
+	}
+	return b.lim.Steps - b.steps
+}
+
 // step spends n steps.
 func (b *budget) step(n int64, op string) error {
 	b.steps -= n

@@ -47,7 +47,16 @@ type Options struct {
 	// ExprLimits bound each evaluation of a template or condition (zero fields take
 	// DefaultLimits); reaching one fails the run with an ExpressionError.
 	ExprLimits Limits
+	// TaskSteps bounds the expression steps a run may spend without waiting for
+	// anything (an activity, a timer, a signal, a child): the work of one workflow task,
+	// which must end well within Temporal's 1 s deadlock detector however many nodes
+	// loop without waiting. 0 takes DefaultTaskSteps.
+	TaskSteps int64
 }
+
+// DefaultTaskSteps is Options.TaskSteps by default: at most about 0.25 s of expression
+// work per workflow task (25 ns per step at worst, measured).
+const DefaultTaskSteps = 10_000_000
 
 // Execute runs def with input as the current Temporal workflow and returns its result.
 func Execute(ctx workflow.Context, def *Definition, input any, opts Options) (any, error) {
@@ -60,6 +69,10 @@ func Execute(ctx workflow.Context, def *Definition, input any, opts Options) (an
 		signals: map[string]any{},
 		pending: map[string][]any{},
 	}
+	if r.opts.TaskSteps <= 0 {
+		r.opts.TaskSteps = DefaultTaskSteps
+	}
+	r.taskSteps = r.opts.TaskSteps
 	if err := workflow.SetQueryHandler(ctx, StateQuery, r.state); err != nil {
 		return nil, fmt.Errorf("register state query: %w", err)
 	}
@@ -95,6 +108,8 @@ type run struct {
 	pending  map[string][]any
 	steps    int
 	done     bool
+	// taskSteps is what is left of TaskSteps until the run next waits.
+	taskSteps int64
 }
 
 // returned carries a return node's value up through branches.
@@ -161,13 +176,15 @@ func (r *run) exec(ctx workflow.Context, n *Node) (out any, next string, err err
 			StartToCloseTimeout: n.Timeout,
 			RetryPolicy:         retryPolicy(n.Retry),
 		})
-		if err := workflow.ExecuteActivity(actx, n.Activity, input).Get(actx, &out); err != nil {
+		err = workflow.ExecuteActivity(actx, n.Activity, input).Get(actx, &out)
+		r.waited()
+		if err != nil {
 			return nil, "", nodeFailed(n, FailureActivity, "activity "+n.Activity, err)
 		}
 		return out, n.Next, nil
 
 	case TypeCondition:
-		v, err := n.If.EvalWithin(r.scope(), r.opts.ExprLimits)
+		v, err := r.condition(n.If)
 		if err != nil {
 			return nil, "", expressionError(n, "if", err)
 		}
@@ -188,6 +205,9 @@ func (r *run) exec(ctx workflow.Context, n *Node) (out any, next string, err err
 		if err := workflow.Sleep(ctx, d); err != nil {
 			return nil, "", err
 		}
+		if d > 0 {
+			r.waited()
+		}
 		return nil, n.Next, nil
 
 	case TypeParallel:
@@ -196,6 +216,9 @@ func (r *run) exec(ctx workflow.Context, n *Node) (out any, next string, err err
 
 	case TypeWaitSignal:
 		ready := func() bool { return len(r.pending[n.Signal]) > 0 }
+		if !ready() {
+			defer r.waited() // it waits: a signal buffered already does not reset the budget
+		}
 		if n.WaitTimeout != nil {
 			d, err := r.duration(n, "timeout", n.WaitTimeout)
 			if err != nil {
@@ -224,7 +247,9 @@ func (r *run) exec(ctx workflow.Context, n *Node) (out any, next string, err err
 			return nil, "", err
 		}
 		cctx := workflow.WithChildOptions(ctx, workflow.ChildWorkflowOptions{})
-		if err := workflow.ExecuteChildWorkflow(cctx, n.Workflow, input).Get(cctx, &out); err != nil {
+		err = workflow.ExecuteChildWorkflow(cctx, n.Workflow, input).Get(cctx, &out)
+		r.waited()
+		if err != nil {
 			return nil, "", nodeFailed(n, FailureChild, "child workflow "+n.Workflow, err)
 		}
 		return out, n.Next, nil
@@ -275,12 +300,45 @@ func (r *run) parallel(ctx workflow.Context, n *Node) (any, error) {
 }
 
 func (r *run) eval(n *Node, field string, t *Template) (any, error) {
-	v, err := t.EvalWithin(r.scope(), r.opts.ExprLimits)
+	l, fromTask := r.limits()
+	v, used, err := t.evalCounted(r.scope(), l)
+	r.taskSteps -= used
 	if err != nil {
-		return nil, expressionError(n, field, err)
+		return nil, expressionError(n, field, r.taskLimit(err, fromTask))
 	}
 	return v, nil
 }
+
+// condition evaluates a condition within the run's limits.
+func (r *run) condition(e *Expr) (any, error) {
+	l, fromTask := r.limits()
+	v, used, err := e.evalCounted(r.scope(), l)
+	r.taskSteps -= used
+	return v, r.taskLimit(err, fromTask)
+}
+
+// limits are the limits of the next evaluation: ExprLimits, with no more steps than
+// the workflow task has left (fromTask says the task's budget is the tighter).
+func (r *run) limits() (Limits, bool) {
+	l := r.opts.ExprLimits.withDefaults()
+	if r.taskSteps < l.Steps {
+		l.Steps = max(r.taskSteps, 1)
+		return l, true
+	}
+	return l, false
+}
+
+// taskLimit names the workflow task's budget when it, not the evaluation's, ran out.
+func (r *run) taskLimit(err error, fromTask bool) error {
+	var le *LimitError
+	if err != nil && fromTask && errors.As(err, &le) && le.Limit == "work" {
+		return fmt.Errorf("%w; the run spent %d expression steps without waiting for an activity, a timer, a signal or a child (the limit of one workflow task): a loop of nodes that never waits", err, r.opts.TaskSteps)
+	}
+	return err
+}
+
+// waited resets the workflow task's budget: the run has waited for Temporal.
+func (r *run) waited() { r.taskSteps = r.opts.TaskSteps }
 
 // duration evaluates a duration field: a Go duration string, or a number of seconds.
 func (r *run) duration(n *Node, field string, t *Template) (time.Duration, error) {

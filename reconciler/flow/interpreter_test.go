@@ -260,3 +260,42 @@ func TestStateQuery(t *testing.T) {
 		t.Fatalf("state while waiting = %+v", state)
 	}
 }
+
+// A loop of nodes that never waits is bounded by the work of one workflow task,
+// whatever the node limit: it fails the run, naming the reason, long before Temporal's
+// deadlock detector. A loop that waits in each round gets a fresh budget each time.
+func TestWorkWithoutWaitingIsBounded(t *testing.T) {
+	const spin = `{"version": 1, "start": "c", "nodes": {
+		"c": {"type": "condition", "if": "count(1..100000, # > 0) >= 0", "then": "c"}}}`
+	def, err := Parse([]byte(spin), Catalog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s testsuite.WorkflowTestSuite
+	env := s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(func(ctx workflow.Context, input any) (any, error) {
+		return Execute(ctx, def, input, Options{MaxSteps: 1_000_000})
+	}, workflow.RegisterOptions{Name: "spin"})
+	env.ExecuteWorkflow("spin", nil)
+	err = env.GetWorkflowError()
+	var app *temporal.ApplicationError
+	if !errors.As(err, &app) || app.Type() != FailureExpression || !strings.Contains(err.Error(), "without waiting") {
+		t.Fatalf("a loop that never waits: %v; want an ExpressionError about work without waiting", err)
+	}
+
+	const waits = `{"version": 1, "start": "c", "nodes": {
+		"c": {"type": "condition", "if": "count(1..100000, # > 0) >= 0", "then": "s"},
+		"s": {"type": "sleep", "duration": "1s", "next": "c"}}}`
+	def, err = Parse([]byte(waits), Catalog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env = s.NewTestWorkflowEnvironment()
+	env.RegisterWorkflowWithOptions(func(ctx workflow.Context, input any) (any, error) {
+		return Execute(ctx, def, input, Options{MaxSteps: 200})
+	}, workflow.RegisterOptions{Name: "waits"})
+	env.ExecuteWorkflow("waits", nil)
+	if err := env.GetWorkflowError(); !errors.As(err, &app) || app.Type() != ErrStepLimit {
+		t.Fatalf("a loop that waits each round: %v; want it to run until the node limit", err)
+	}
+}

@@ -43,16 +43,22 @@ func (e *Expr) Eval(s Scope) (any, error) { return e.EvalWithin(s, Limits{}) }
 
 // EvalWithin is Eval within l (zero fields take DefaultLimits).
 func (e *Expr) EvalWithin(s Scope, l Limits) (any, error) {
+	out, _, err := e.evalCounted(s, l)
+	return out, err
+}
+
+// evalCounted is EvalWithin, and says how many steps the evaluation used.
+func (e *Expr) evalCounted(s Scope, l Limits) (any, int64, error) {
 	b := newBudget(l)
 	out, err := e.run(s, b)
 	if err != nil {
-		return nil, err
+		return nil, b.used(), err
 	}
 	out, err = b.result(out)
 	if err != nil {
-		return nil, &evalError{source: e.source, err: err}
+		return nil, b.used(), &evalError{source: e.source, err: err}
 	}
-	return out, nil
+	return out, b.used(), nil
 }
 
 // result checks the size of v as JSON against the output limit, and normalizes it.
@@ -392,10 +398,18 @@ func (t *Template) Eval(s Scope) (any, error) { return t.EvalWithin(s, Limits{})
 // EvalWithin evaluates the template in scope; all its expressions share one budget of
 // l (zero fields take DefaultLimits), and the result is at most l.Output bytes of JSON.
 func (t *Template) EvalWithin(s Scope, l Limits) (any, error) {
+	out, _, err := t.evalCounted(s, l)
+	return out, err
+}
+
+// evalCounted is EvalWithin, and says how many steps the evaluation used.
+func (t *Template) evalCounted(s Scope, l Limits) (any, int64, error) {
 	if t == nil {
-		return nil, nil
+		return nil, 0, nil
 	}
-	return t.root.eval(s, newBudget(l))
+	b := newBudget(l)
+	out, err := t.root.eval(s, b)
+	return out, b.used(), err
 }
 
 // text is how a value reads inside a string: strings as they are, anything else as JSON.
