@@ -332,7 +332,7 @@ func (r *run) limits() (Limits, bool) {
 func (r *run) taskLimit(err error, fromTask bool) error {
 	var le *LimitError
 	if err != nil && fromTask && errors.As(err, &le) && le.Limit == "work" {
-		return fmt.Errorf("%w; the run spent %d expression steps without waiting for an activity, a timer, a signal or a child (the limit of one workflow task): a loop of nodes that never waits", err, r.opts.TaskSteps)
+		return fmt.Errorf("%s: the run has done %d steps of expression work without waiting for an activity, a timer, a signal or a child, the most one workflow task may do (a loop of nodes that never waits)", le.Op, r.opts.TaskSteps)
 	}
 	return err
 }
