@@ -142,6 +142,24 @@ func testRolesAndRowLevelSecurity(t *testing.T, d *testenv.DB) {
 		s.must(`INSERT INTO workflows (project_id, name) VALUES ($1, 'secret')`, bobProject)
 	})
 	mustExec(t, d.Pool, `INSERT INTO workflow_workers (worker_id, project_id, task_queue_name, status) VALUES ('wa', $1, 'alice-q', 'running'), ('wb', $2, 'bob-q', 'running')`, aliceProject, bobProject)
+	mustExec(t, d.Pool, `INSERT INTO compiled_workflow_checks (compiled_workflow_id, valid, checked_by) SELECT id, true, 'test' FROM compiled_workflows`)
+
+	t.Run("compile feedback is the owner's to read", func(t *testing.T) {
+		as(t, api, "authenticated", alice, func(s *session) {
+			if n := s.count(`SELECT count(*) FROM compiled_workflow_checks`); n != 1 {
+				t.Errorf("alice sees %d checks of her compiles, want 1", n)
+			}
+			s.refused(`UPDATE compiled_workflow_checks SET valid = false`, "permission denied")
+		})
+		as(t, api, "authenticated", bob, func(s *session) {
+			if n := s.count(`SELECT count(*) FROM compiled_workflow_checks`); n != 0 {
+				t.Errorf("bob sees %d checks of alice's compiles", n)
+			}
+		})
+		as(t, api, "anon", uuid.Nil, func(s *session) {
+			s.refused(`SELECT count(*) FROM compiled_workflow_checks`, "permission denied")
+		})
+	})
 
 	t.Run("a user acts on their own project", func(t *testing.T) {
 		as(t, api, "authenticated", alice, func(s *session) {

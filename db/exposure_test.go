@@ -50,7 +50,7 @@ func TestAPIRolesReachOnlyTheContract(t *testing.T) {
 				}
 			}
 
-			contract := []string{"compiled_workflows", "components", "project_leases", "project_worker_health", "projects", "workflow_workers", "workflows"}
+			contract := []string{"compiled_workflow_checks", "compiled_workflows", "components", "project_leases", "project_worker_health", "projects", "workflow_workers", "workflows"}
 			for _, role := range []string{"anon", "authenticated"} {
 				rows, err := d.Pool.Query(ctx, `
 					SELECT n.nspname, c.relname, c.relkind::text, c.relrowsecurity,

@@ -22,6 +22,18 @@ type CompiledWorkflow struct {
 	CreatedAt    time.Time `json:"created_at"`
 }
 
+// The validation result of each compiled version, written by the reconciler within milliseconds of the compile (whether or not the project runs). A version that is not valid is not served: its workflow keeps serving its last valid version.
+type CompiledWorkflowCheck struct {
+	CompiledWorkflowID uuid.UUID `json:"compiled_workflow_id"`
+	// Whether the version validates: node types and fields, references between nodes, activities (built in or active components) and child workflows (active workflows of the project) as they were when it was checked, expression syntax.
+	Valid bool `json:"valid"`
+	// Every problem found: [{"node": "<node id or null>", "field": "<field or null>", "message": "...", "line": n, "column": n}]; node and field for JSON definitions, line and column for TypeScript/JavaScript modules. Empty when valid.
+	Problems  []byte    `json:"problems"`
+	CheckedAt time.Time `json:"checked_at"`
+	// The replica that checked the version.
+	CheckedBy string `json:"checked_by"`
+}
+
 // Custom activities. An active component can be called from a workflow's activity node by its name.
 type Component struct {
 	ID        uuid.UUID `json:"id"`

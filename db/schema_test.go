@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -155,16 +156,24 @@ func TestNotifyOnDesiredStateGenerationAndDeleteOnly(t *testing.T) {
 		t.Fatalf("workflow_workers writes (heartbeats): notifications %v, want none", got)
 	}
 
-	// Two compiles in one transaction: one notification (Postgres folds duplicates).
+	// Two compiles in one transaction: one notification of the project (Postgres folds
+	// duplicates), and one of each compiled version (for its compile feedback).
 	var wf string
 	if err := p.QueryRow(context.Background(),
 		`INSERT INTO workflows (project_id, name, status) VALUES ($1, 'w', 'active') RETURNING id::text`, project).Scan(&wf); err != nil {
 		t.Fatal(err)
 	}
 	received()
-	mustExec(t, p, `INSERT INTO compiled_workflows (workflow_id, workflow_code) VALUES ($1, $2), ($1, $2)`, wf, code)
-	if got := received(); len(got) != 1 || got[0] != project {
-		t.Fatalf("compile: notifications %v, want [%s]", got, project)
+	rows, err := p.Query(context.Background(), `INSERT INTO compiled_workflows (workflow_id, workflow_code) VALUES ($1, $2), ($1, $2) RETURNING 'compiled:' || id`, wf, code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	compiled, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := received(); !slices.Equal(got, append([]string{project}, compiled...)) {
+		t.Fatalf("compile: notifications %v, want [%s %s]", got, project, strings.Join(compiled, " "))
 	}
 
 	mustExec(t, p, `DELETE FROM projects WHERE id = $1`, project)

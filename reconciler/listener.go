@@ -28,6 +28,7 @@ const NotifyChannel = "reconciler_projects"
 const (
 	pingPrefix     = "ping:"
 	replicasPrefix = "replicas:"
+	compiledPrefix = "compiled:" // a compiled version to check (compile feedback)
 )
 
 // listener holds the LISTEN connection: it marks projects dirty as their notifications
@@ -46,6 +47,7 @@ type listener struct {
 	reconnects prometheus.Counter
 
 	onProject   func(id uuid.UUID) // a project's notification
+	onCompiled  func(id uuid.UUID) // a compiled version to check
 	onReplicas  func()             // another replica joined or leaves
 	onListening func()             // LISTEN is in place on a new connection
 
@@ -290,6 +292,10 @@ func (h listenHandler) HandleNotification(_ context.Context, n *pgconn.Notificat
 	case strings.HasPrefix(n.Payload, replicasPrefix):
 		if n.Payload != replicasPrefix+h.l.replica {
 			h.l.onReplicas()
+		}
+	case strings.HasPrefix(n.Payload, compiledPrefix):
+		if id, err := uuid.Parse(strings.TrimPrefix(n.Payload, compiledPrefix)); err == nil {
+			h.l.onCompiled(id)
 		}
 	default:
 		id, err := uuid.Parse(n.Payload)

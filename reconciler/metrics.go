@@ -28,6 +28,7 @@ type metrics struct {
 	listenerReconnect prometheus.Counter
 	resyncSeconds     prometheus.Histogram
 	rowWriteSeconds   prometheus.Histogram
+	compileCheck      prometheus.Histogram
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -84,9 +85,14 @@ func newMetrics(perProject bool) *metrics {
 			Help:    "Latency of one batched write of workflow_workers rows.",
 			Buckets: latencyBuckets,
 		}),
+		compileCheck: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "reconciler_compile_check_seconds",
+			Help:    "From a compile's commit to its validation result written in compiled_workflow_checks (by this replica).",
+			Buckets: latencyBuckets,
+		}),
 	}
 	reg.MustRegister(m.reconcileSeconds, m.notifyToApplied, m.restarts, m.failures, m.heartbeatSeconds,
-		m.renewSeconds, m.listenerReconnect, m.resyncSeconds, m.rowWriteSeconds)
+		m.renewSeconds, m.listenerReconnect, m.resyncSeconds, m.rowWriteSeconds, m.compileCheck)
 	return m
 }
 

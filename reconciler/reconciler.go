@@ -45,6 +45,7 @@ type Reconciler struct {
 	resyncer *resyncer
 	beats    *heartbeater
 	recovery *recovery
+	checker  *checker
 	janitor  *janitor
 	ops      *opsServer
 	metrics  *metrics
@@ -117,10 +118,12 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	if err != nil {
 		return nil, err
 	}
+	r.checker = newChecker(r.db, replica, cfg.PollInterval, log, r.metrics.compileCheck)
 	r.listener = &listener{
 		cfg: cfg, connConfig: listenConn, db: r.db, log: log, instance: r.instance, replica: replica,
 		reconnects:  r.metrics.listenerReconnect,
 		onProject:   r.notice,
+		onCompiled:  r.checker.Check,
 		onReplicas:  r.leases.Wake,
 		onListening: r.resyncer.Request,
 	}
@@ -171,7 +174,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				r.work()
 			}()
 		}
-		for _, part := range []interface{ Start(context.Context) error }{r.resyncer, r.listener, r.beats, r.recovery} {
+		for _, part := range []interface{ Start(context.Context) error }{r.checker, r.resyncer, r.listener, r.beats, r.recovery} {
 			_ = part.Start(ctx)
 		}
 		r.log.Info("reconciler started", "replica", r.replica, "host", r.host, "pid", r.pid, "instance", r.instance, "concurrency", r.cfg.Concurrency)
@@ -205,7 +208,7 @@ func (r *Reconciler) Stop() {
 		drained := time.Since(drainBegan)
 		// The loops went on during the drain: leases renewed, heartbeats (and /healthz)
 		// current. Their work is done now.
-		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.recovery, r.janitor, r.leases} {
+		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.recovery, r.checker, r.janitor, r.leases} {
 			part.Stop()
 		}
 		r.leases.Leave(ctx)

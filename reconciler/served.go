@@ -77,6 +77,14 @@ type bundleWorkflow struct {
 	CompiledID *uuid.UUID `json:"compiled_id"`
 	Version    int32      `json:"version"`
 	Code       *string    `json:"code"`
+	// Fallback is the newest older version known to be valid (compiled_workflow_checks).
+	Fallback *bundleVersion `json:"fallback"`
+}
+
+type bundleVersion struct {
+	CompiledID uuid.UUID `json:"compiled_id"`
+	Version    int32     `json:"version"`
+	Code       string    `json:"code"`
 }
 
 type bundleComponent struct {
@@ -116,21 +124,26 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 	for _, wf := range wfs {
 		active[wf.Name] = true
 	}
-	cat := flow.Catalog{
-		Activity: func(name string) bool { return activities[name] },
-		Workflow: func(name string) bool { return active[name] },
-	}
+	cat := catalog(slices.Collect(maps.Keys(activities)), slices.Collect(maps.Keys(active)))
 	for _, wf := range wfs {
 		if wf.CompiledID == nil || wf.Code == nil {
 			set.errors[wf.Name] = "the workflow is active but has no compiled version"
 			continue
 		}
 		def, err := flow.Parse([]byte(*wf.Code), cat)
-		if err != nil {
-			set.errors[wf.Name] = fmt.Sprintf("version %d: %s", wf.Version, err)
+		if err == nil {
+			set.workflows[wf.Name] = &servedWorkflow{name: wf.Name, compiledID: *wf.CompiledID, version: wf.Version, code: *wf.Code, def: def}
 			continue
 		}
-		set.workflows[wf.Name] = &servedWorkflow{name: wf.Name, compiledID: *wf.CompiledID, version: wf.Version, code: *wf.Code, def: def}
+		// A bad compile never takes a live workflow offline: its last valid version
+		// keeps serving.
+		set.errors[wf.Name] = fmt.Sprintf("version %d: %s", wf.Version, err)
+		if f := wf.Fallback; f != nil {
+			if def, ferr := flow.Parse([]byte(f.Code), cat); ferr == nil {
+				set.errors[wf.Name] += fmt.Sprintf(" (serving version %d)", f.Version)
+				set.workflows[wf.Name] = &servedWorkflow{name: wf.Name, compiledID: f.CompiledID, version: f.Version, code: f.Code, def: def}
+			}
+		}
 	}
 	// A workflow that starts an unserved child would hang: leave it out too, until
 	// nothing changes.
@@ -185,4 +198,20 @@ func (c *definitionCache) get(id, code string) (*flow.Definition, error) {
 	}
 	c.items[id] = def
 	return def, nil
+}
+
+// catalog is what a project's definitions may call: these activities (built in and
+// active components) and child workflows (active workflows of the project).
+func catalog(activities, workflows []string) flow.Catalog {
+	acts, wfs := map[string]bool{}, map[string]bool{}
+	for _, a := range activities {
+		acts[a] = true
+	}
+	for _, w := range workflows {
+		wfs[w] = true
+	}
+	return flow.Catalog{
+		Activity: func(name string) bool { return acts[name] },
+		Workflow: func(name string) bool { return wfs[name] },
+	}
 }

@@ -22,7 +22,15 @@ SELECT p.id,
                       'name', w.name,
                       'compiled_id', c.id,
                       'version', c.version,
-                      'code', c.workflow_code) ORDER BY w.name)
+                      'code', c.workflow_code,
+                      -- The newest older version known to be valid: served when the
+                      -- newest does not validate.
+                      'fallback', (SELECT jsonb_build_object('compiled_id', f.id, 'version', f.version, 'code', f.workflow_code)
+                                   FROM compiled_workflows f
+                                   JOIN compiled_workflow_checks k ON k.compiled_workflow_id = f.id AND k.valid
+                                   WHERE f.workflow_id = w.id AND f.version < c.version
+                                   ORDER BY f.version DESC
+                                   LIMIT 1)) ORDER BY w.name)
            FROM workflows w
            LEFT JOIN LATERAL (
                SELECT cw.id, cw.version, cw.workflow_code
