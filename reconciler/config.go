@@ -115,6 +115,10 @@ type Config struct {
 	TemporalLogLevel string `envconfig:"RECONCILER_TEMPORAL_LOG_LEVEL"`
 }
 
+// maxHTTPResponseBytes is the largest http.request response body that still fits,
+// with its status and headers, in one Temporal payload.
+const maxHTTPResponseBytes = 1_800_000
+
 // DefaultConfig is the configuration of an empty environment (without DATABASE_URL).
 func DefaultConfig() Config {
 	return Config{
@@ -146,7 +150,7 @@ func DefaultConfig() Config {
 		MaxProjects:            5000,
 		OpsAddr:                ":9090",
 		MetricsProjectLabels:   true,
-		HTTPMaxResponseBytes:   5 << 20,
+		HTTPMaxResponseBytes:   1 << 20,
 		HTTPTimeout:            30 * time.Second,
 		ComponentTimeout:       10 * time.Second,
 		ComponentMemoryMB:      128,
@@ -246,8 +250,8 @@ func (c Config) Validate() error {
 	if len(c.ReplicaID) > 200 {
 		bad("RECONCILER_REPLICA_ID", "must be at most 200 characters")
 	}
-	if c.HTTPMaxResponseBytes < 1 {
-		bad("RECONCILER_HTTP_MAX_RESPONSE_BYTES", "must be positive, got %d", c.HTTPMaxResponseBytes)
+	if c.HTTPMaxResponseBytes < 1 || c.HTTPMaxResponseBytes > maxHTTPResponseBytes {
+		bad("RECONCILER_HTTP_MAX_RESPONSE_BYTES", "must be between 1 and %d (a response must fit, with its headers, in a Temporal payload of 2 MB), got %d", maxHTTPResponseBytes, c.HTTPMaxResponseBytes)
 	}
 	positive("RECONCILER_HTTP_TIMEOUT", c.HTTPTimeout)
 	positive("RECONCILER_COMPONENT_TIMEOUT", c.ComponentTimeout)

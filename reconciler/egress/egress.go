@@ -73,7 +73,7 @@ type Client struct {
 // be dialled instead of the target and make the address check meaningless.
 func New(opts Options) *Client {
 	if opts.MaxResponseBytes <= 0 {
-		opts.MaxResponseBytes = 5 << 20
+		opts.MaxResponseBytes = 1 << 20
 	}
 	if opts.DefaultTimeout <= 0 {
 		opts.DefaultTimeout = 30 * time.Second
@@ -211,7 +211,7 @@ func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
 		return nil, fmt.Errorf("http.request %s %s: read response: %w", method, redactURL(u), err)
 	}
 	if int64(len(data)) > c.opts.MaxResponseBytes {
-		return nil, &InputError{fmt.Sprintf("http.request %s %s: the response body exceeds %d bytes", method, redactURL(u), c.opts.MaxResponseBytes)}
+		return nil, &TooLargeError{fmt.Sprintf("http.request %s %s: the response body exceeds %d bytes (RECONCILER_HTTP_MAX_RESPONSE_BYTES; a workflow's payloads must fit Temporal's 2 MB)", method, redactURL(u), c.opts.MaxResponseBytes)}
 	}
 	out := &Response{Status: resp.StatusCode, Headers: map[string]string{}, Body: string(data)}
 	keys := make([]string, 0, len(resp.Header))
@@ -232,6 +232,11 @@ func (c *Client) Do(ctx context.Context, r Request) (*Response, error) {
 }
 
 // InputError is a request that cannot succeed however often it is retried.
+// TooLargeError is a response whose body exceeds the limit: retrying gives the same.
+type TooLargeError struct{ msg string }
+
+func (e *TooLargeError) Error() string { return e.msg }
+
 type InputError struct{ msg string }
 
 func (e *InputError) Error() string { return e.msg }

@@ -109,8 +109,8 @@ func TestResponseSizeIsCapped(t *testing.T) {
 	defer srv.Close()
 	c := New(Options{AllowPrivate: true, MaxResponseBytes: 1000})
 	_, err := c.Do(context.Background(), Request{URL: srv.URL})
-	var input *InputError
-	if !errors.As(err, &input) || !strings.Contains(err.Error(), "exceeds 1000 bytes") {
+	var tooLarge *TooLargeError
+	if !errors.As(err, &tooLarge) || !strings.Contains(err.Error(), "exceeds 1000 bytes") {
 		t.Fatalf("got %v", err)
 	}
 }
