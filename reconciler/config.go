@@ -56,6 +56,9 @@ type Config struct {
 	PollerBudget int `envconfig:"RECONCILER_POLLER_BUDGET"`
 	// MaxNodeExecutions ends a run that executes more nodes than this (runaway loops).
 	MaxNodeExecutions int `envconfig:"RECONCILER_MAX_NODE_EXECUTIONS"`
+	// UnservedGrace is how long a run of a workflow the project does not serve waits
+	// (its workflow task retried) before it fails with WorkflowNotServed.
+	UnservedGrace time.Duration `envconfig:"RECONCILER_UNSERVED_GRACE"`
 	// DatabaseMaxConns bounds the service's connection pool (the listener has its own).
 	DatabaseMaxConns int32 `envconfig:"RECONCILER_DATABASE_MAX_CONNS"`
 
@@ -136,6 +139,7 @@ func DefaultConfig() Config {
 		MaxTaskSlotsPerProject: 1000,
 		PollerBudget:           1000,
 		MaxNodeExecutions:      10000,
+		UnservedGrace:          5 * time.Minute,
 		DatabaseMaxConns:       10,
 		BackoffBase:            time.Second,
 		BackoffMax:             5 * time.Minute,
@@ -221,6 +225,9 @@ func (c Config) Validate() error {
 	}
 	if c.PollerBudget < 1 {
 		bad("RECONCILER_POLLER_BUDGET", "must be at least 1, got %d", c.PollerBudget)
+	}
+	if c.UnservedGrace < 0 {
+		bad("RECONCILER_UNSERVED_GRACE", "must not be negative, got %s", c.UnservedGrace)
 	}
 	if c.MaxNodeExecutions < 1 {
 		bad("RECONCILER_MAX_NODE_EXECUTIONS", "must be at least 1, got %d", c.MaxNodeExecutions)

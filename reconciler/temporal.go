@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
+	"time"
 
 	"go.temporal.io/sdk/client"
 	tlog "go.temporal.io/sdk/log"
@@ -17,7 +19,7 @@ import (
 // log lines and metrics name the project of the task queue they are about.
 func newTemporalClient(cfg Config, log *slog.Logger, health *pollHealth, projects *sync.Map, metrics client.MetricsHandler) (client.Client, error) {
 	level, _ := parseLevel(cfg.TemporalLogLevel)
-	handler := projectTagger{Handler: minLevel{log.Handler(), level}, projects: projects}
+	handler := projectTagger{Handler: notServedLimiter{Handler: minLevel{log.Handler(), level}, last: &lastLines{m: map[string]time.Time{}}}, projects: projects}
 	c, err := client.NewLazyClient(client.Options{
 		HostPort:       cfg.TemporalAddress,
 		Namespace:      cfg.TemporalNamespace,
@@ -106,4 +108,80 @@ func (h projectTagger) Handle(ctx context.Context, r slog.Record) error {
 		}
 	}
 	return h.Handler.Handle(ctx, r)
+}
+
+// notServedLimiter keeps the SDK's "Workflow panic" lines about runs of a workflow that
+// is not served (their workflow task fails and is retried every ~10 s until the grace
+// period ends) to one a minute per task queue and workflow type, without the stack
+// trace, which says nothing about a workflow that is simply not served.
+type notServedLimiter struct {
+	slog.Handler
+	last  *lastLines
+	queue string
+}
+
+// lastLines is when a line was last let through, by key. Workflow types come from
+// whoever starts runs: past 10,000 keys it starts over rather than grow.
+type lastLines struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+// allow says whether a line of key may be written now (and records it).
+func (l *lastLines) allow(key string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if last, ok := l.m[key]; ok && now.Sub(last) < time.Minute {
+		return false
+	}
+	if len(l.m) >= 10000 {
+		clear(l.m)
+	}
+	l.m[key] = now
+	return true
+}
+
+func (h notServedLimiter) WithAttrs(attrs []slog.Attr) slog.Handler {
+	queue := h.queue
+	for _, a := range attrs {
+		if a.Key == sdkTaskQueueKey {
+			queue = a.Value.String()
+		}
+	}
+	return notServedLimiter{Handler: h.Handler.WithAttrs(attrs), last: h.last, queue: queue}
+}
+
+func (h notServedLimiter) WithGroup(name string) slog.Handler {
+	return notServedLimiter{Handler: h.Handler.WithGroup(name), last: h.last, queue: h.queue}
+}
+
+func (h notServedLimiter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message != "Workflow panic" {
+		return h.Handler.Handle(ctx, r)
+	}
+	var notServed bool
+	var workflowType string
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "Error":
+			notServed = strings.Contains(a.Value.String(), notServedMarker)
+		case "WorkflowType":
+			workflowType = a.Value.String()
+		}
+		return true
+	})
+	if !notServed {
+		return h.Handler.Handle(ctx, r)
+	}
+	if !h.last.allow(h.queue+"\x00"+workflowType, time.Now()) {
+		return nil
+	}
+	short := slog.NewRecord(r.Time, slog.LevelWarn, "workflow not served: its run waits (at most one line a minute per workflow)", r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "StackTrace" {
+			short.AddAttrs(a)
+		}
+		return true
+	})
+	return h.Handler.Handle(ctx, short)
 }

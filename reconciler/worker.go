@@ -88,7 +88,20 @@ type pinned struct {
 	Version    int32  `json:"version"`
 	Code       string `json:"code"`
 	MaxSteps   int    `json:"max_steps"`
+	// Without a compiled id: why the workflow is not served, and whether the run has
+	// waited past the grace period (it then fails with WorkflowNotServed). Recorded, so
+	// that a replay decides the same whatever the configuration is then.
+	NotServed string `json:"not_served,omitempty"`
+	GaveUp    bool   `json:"gave_up,omitempty"`
 }
+
+// failureNotServed is the failure type of a run whose workflow was not served within
+// the grace period.
+const failureNotServed = "WorkflowNotServed"
+
+// notServedMarker starts the panic message of a workflow task failed because its
+// workflow is not served (see temporal.go: the SDK's log line about it is rate-limited).
+const notServedMarker = "not served: "
 
 // newProjectWorker builds (does not start) a project's worker. The SDK panics on
 // options it refuses; that becomes an error for this project alone.
@@ -134,22 +147,30 @@ func (pw *projectWorker) Stop() {
 // runWorkflow is the dynamic workflow: every workflow type of the project lands here
 // and is resolved against the served set, then pinned for the rest of the run.
 func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.EncodedValues) (any, error) {
-	name := workflow.GetInfo(ctx).WorkflowType.Name
+	info := workflow.GetInfo(ctx)
+	name := info.WorkflowType.Name
+	waited := workflow.Now(ctx).Sub(info.WorkflowStartTime)
 	var pin pinned
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
 		set := pw.served.Load()
 		if sw := set.workflows[name]; sw != nil {
 			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions}
 		}
-		return pinned{}
+		return pinned{NotServed: pw.notServed(name), GaveUp: waited >= pw.shared.cfg.UnservedGrace}
 	}).Get(&pin)
 	if err != nil {
 		return nil, fmt.Errorf("pin definition of %s: %w", name, err)
 	}
 	if pin.CompiledID == "" {
-		// Fail the workflow task, not the run: Temporal retries the task, and the run
-		// proceeds once the workflow is served (as with any unregistered type).
-		panic(pw.notServed(name))
+		if pin.GaveUp {
+			return nil, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%s, and was not for %s since the run started (RECONCILER_UNSERVED_GRACE)",
+				pin.NotServed, pw.shared.cfg.UnservedGrace), failureNotServed, nil)
+		}
+		// Within the grace period, fail the workflow task, not the run: Temporal retries
+		// the task, and the run proceeds once the workflow is served (a compile, an
+		// activation, the project started). The message marks the SDK's log line, which
+		// the logger rate-limits.
+		panic(notServedMarker + pw.notServed(name))
 	}
 	def, err := pw.definition(pin)
 	if err != nil {
