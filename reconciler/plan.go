@@ -30,6 +30,10 @@ type actual struct {
 	// Replace: the worker's polls failed through a Temporal outage that is over, and the
 	// SDK would take seconds more to poll again: a new worker polls at once.
 	Replace bool
+	// Stopping: an earlier worker of the project is still stopping (its in-flight
+	// activities drain); StoppedAt: when the last one finished stopping.
+	Stopping  bool
+	StoppedAt time.Time
 }
 
 // leaseView is what this replica knows of a project's lease.
@@ -76,11 +80,10 @@ func (a action) String() string {
 // step is the whole decision of a reconcile: the action, and what goes with it.
 type step struct {
 	Action action
-	// Reason says why a worker stops (its row and log say it).
+	// Reason says why a worker stops (its row and log say it). The worker stops in the
+	// background; when it has, the project is looked at again, and the lease released
+	// (actRelease) handoffGrace later if it is still not to run here.
 	Reason string
-	// Release gives the lease up once the worker has stopped (actStop), so that another
-	// replica may start the project at once.
-	Release bool
 	// Forget drops the project's failure history: it was stopped on purpose.
 	Forget bool
 	// DropLease forgets a lease whose project is gone.
@@ -118,9 +121,15 @@ func plan(o observation) step {
 		}
 		switch {
 		case a.Exists:
-			return step{Action: actStop, Reason: reason, Release: l.Held && d.Exists, DropLease: !d.Exists, Forget: !wanted}
+			return step{Action: actStop, Reason: reason, DropLease: !d.Exists, Forget: !wanted}
 		case !d.Exists && l.Held:
 			return step{Action: actNone, DropLease: true, Forget: true} // the lease went with its project
+		case l.Held && a.Stopping:
+			return step{Action: actNone, Forget: !wanted} // the stop's end looks again
+		case l.Held && o.Now.Before(a.StoppedAt.Add(handoffGrace)):
+			// The SDK's Stop returns without waiting for the poll requests it cancelled:
+			// let those reach Temporal before a successor may poll.
+			return step{Action: actNone, Forget: !wanted, RequeueAfter: a.StoppedAt.Add(handoffGrace).Sub(o.Now)}
 		case l.Held:
 			return step{Action: actRelease, Forget: !wanted}
 		}

@@ -33,16 +33,20 @@ func TestPlan(t *testing.T) {
 		{"nothing wanted, nothing runs", stopped, actual{}, free, history{}, step{Action: actNone, Forget: true}},
 		{"deleted project, nothing runs", desired{}, actual{}, free, history{}, step{Action: actNone, Forget: true}},
 		{"not wanted, lease held, no worker: give it up", stopped, actual{}, held, history{}, step{Action: actRelease, Forget: true}},
-		{"not wanted and held: stop and release", stopped, serving, held, history{}, step{Action: actStop, Reason: "desired_status is stopped", Release: true, Forget: true}},
+		{"not wanted and held: stop and release", stopped, serving, held, history{}, step{Action: actStop, Reason: "desired_status is stopped", Forget: true}},
 		{"deleted while running: stop, the lease went with it", desired{}, serving, held, history{}, step{Action: actStop, Reason: "project deleted", DropLease: true, Forget: true}},
 		{"deleted, lease held, no worker", desired{}, actual{}, held, history{}, step{Action: actNone, DropLease: true, Forget: true}},
 		{"not wanted, failed worker in backoff: forget the failures", stopped, actual{}, free, backoff, step{Action: actNone, Forget: true}},
+		{"not wanted, held, the worker still stopping: wait for its end", stopped, actual{Stopping: true}, held, history{}, step{Action: actNone, Forget: true}},
+		{"not wanted, held, stopped just now: release after the grace", stopped, actual{StoppedAt: now.Add(-30 * time.Millisecond)}, held, history{}, step{Action: actNone, Forget: true, RequeueAfter: handoffGrace - 30*time.Millisecond}},
+		{"not wanted, held, stopped a while ago: release", stopped, actual{StoppedAt: now.Add(-time.Second)}, held, history{}, step{Action: actRelease, Forget: true}},
+		{"wanted again while the old worker stops: start a new one", running, actual{Stopping: true}, held, history{}, step{Action: actStart}},
 
 		// Wanted, but assigned to another replica, or this replica drains.
-		{"assigned elsewhere, running here: stop and release", running, serving, notMineHeld, history{}, step{Action: actStop, Reason: "assigned to another replica", Release: true}},
+		{"assigned elsewhere, running here: stop and release", running, serving, notMineHeld, history{}, step{Action: actStop, Reason: "assigned to another replica"}},
 		{"assigned elsewhere, nothing here", running, actual{}, notMine, history{}, step{Action: actNone}},
 		{"assigned elsewhere, lease still held: release", running, actual{}, notMineHeld, history{}, step{Action: actRelease}},
-		{"draining: stop and release", running, serving, draining, history{}, step{Action: actStop, Reason: "shutdown", Release: true}},
+		{"draining: stop and release", running, serving, draining, history{}, step{Action: actStop, Reason: "shutdown"}},
 
 		// Wanted here, without the lease.
 		{"wanted, lease free: acquire", running, actual{}, free, history{}, step{Action: actAcquire}},

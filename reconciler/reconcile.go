@@ -107,6 +107,7 @@ func (r *Reconciler) observe(ctx context.Context, id uuid.UUID) (observation, db
 		o.Actual = actual{Exists: true, Generation: served, TaskQueue: pw.taskQueue, Options: pw.options,
 			StartGeneration: pw.startGeneration, Replace: pw.replace.Load()}
 	}
+	o.Actual.Stopping, o.Actual.StoppedAt = r.workers.StopState(id)
 	p, err := r.db.LoadProject(ctx, db.LoadProjectParams{ID: id, ServedGeneration: served})
 	switch {
 	case errors.Is(err, db.ErrNotFound):
@@ -177,12 +178,8 @@ func (r *Reconciler) act(ctx context.Context, id uuid.UUID, s step, o observatio
 		}
 		return r.workers.Start(ctx, spec, log)
 	case actStop:
-		if pw == nil {
-			return nil
-		}
-		r.workers.Stop(pw, s.Reason, log)
-		if s.Release {
-			r.releaseAfterStop(pw)
+		if pw != nil {
+			r.workers.StopAsync(pw, s.Reason, log)
 		}
 	case actRelease:
 		rctx, cancel := context.WithTimeout(context.Background(), r.cfg.ReconcileTimeout)
@@ -198,7 +195,8 @@ func (r *Reconciler) act(ctx context.Context, id uuid.UUID, s step, o observatio
 const handoffGrace = 100 * time.Millisecond
 
 // releaseAfterStop gives up the lease a stopped worker ran under, if this replica still
-// holds it under that term, so that another replica may start the project at once.
+// holds it under that term, so that another replica may start the project at once
+// (SIGTERM: the reconciles have ended, nothing starts the project here again).
 func (r *Reconciler) releaseAfterStop(pw *projectWorker) {
 	if l, held := r.leases.Held(pw.project); !held || l.Term != pw.leaseTerm {
 		return

@@ -103,9 +103,12 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	r.workers = &workerSet{
 		cfg: cfg, shared: r.shared, log: log, rows: r.rows, health: health, failures: r.failures,
 		metrics: r.metrics, limits: cfg.workerLimits(), queues: queues, replica: replica, instance: r.instance,
-		onFailed: r.queue.AddAfter,
-		workers:  map[uuid.UUID]*projectWorker{},
-		pending:  map[uuid.UUID]effectiveOptions{},
+		onFailed:  r.queue.AddAfter,
+		onStopped: r.queue.AddAfter,
+		workers:   map[uuid.UUID]*projectWorker{},
+		stopping:  map[uuid.UUID]int{},
+		stopped:   map[uuid.UUID]time.Time{},
+		pending:   map[uuid.UUID]effectiveOptions{},
 	}
 	r.leases = lease.NewManager(lease.Config{
 		Replica: replica, Host: host, PID: pid, Capacity: cfg.MaxProjects,
@@ -205,6 +208,11 @@ func (r *Reconciler) Stop() {
 		workers := len(r.workers.List())
 		drainBegan := time.Now()
 		r.workers.StopAll(ctx, r.releaseAfterStop)
+		// Leases of workers that were stopping in the background when the shutdown began.
+		if held, _ := r.leases.Counts(); held > 0 {
+			time.Sleep(handoffGrace)
+			r.leases.ReleaseAll(ctx)
+		}
 		drained := time.Since(drainBegan)
 		// The loops went on during the drain: leases renewed, heartbeats (and /healthz)
 		// current. Their work is done now.

@@ -32,9 +32,15 @@ type workerSet struct {
 	replica  string
 	instance string
 	onFailed func(id uuid.UUID, retryIn time.Duration)
+	// onStopped is told when a worker stopped in the background has (the project is
+	// looked at again: its lease may now be released).
+	onStopped func(id uuid.UUID, after time.Duration)
 
-	mu      sync.Mutex
-	workers map[uuid.UUID]*projectWorker
+	mu       sync.Mutex
+	workers  map[uuid.UUID]*projectWorker
+	stopping map[uuid.UUID]int       // workers stopping in the background, by project
+	stopped  map[uuid.UUID]time.Time // when the project's last worker finished stopping
+	inflight sync.WaitGroup          // background stops
 
 	pollersMu sync.Mutex                     // held while a start takes its share of the poller budget
 	pending   map[uuid.UUID]effectiveOptions // starts that took a share and are not in workers yet
@@ -136,7 +142,7 @@ func (s *workerSet) Start(ctx context.Context, spec startSpec, log *slog.Logger)
 	s.rows.Put(s.row(pw, statusRunning, nil))
 	log.Info("worker running", "task_queue", spec.TaskQueue, "workflows", len(spec.Served.workflows), "invalid_workflows", len(spec.Served.errors))
 	if spec.Replacing != nil {
-		s.Stop(spec.Replacing, "replaced by "+workerID, log)
+		s.StopAsync(spec.Replacing, "replaced by "+workerID, log)
 	}
 	return nil
 }
@@ -162,8 +168,44 @@ func (s *workerSet) Stop(pw *projectWorker, reason string, log *slog.Logger) {
 	log.Info("worker stopped", "worker_id", pw.id, "reason", reason, "took", time.Since(began).Round(time.Millisecond))
 }
 
+// StopAsync takes pw out of the set and stops it in the background (writing stopping,
+// then stopped), so that a reconcile does not wait for its in-flight activities: a mass
+// stop runs all its stops at once. StopState tells the plan it is stopping; onStopped
+// is told when it has.
+func (s *workerSet) StopAsync(pw *projectWorker, reason string, log *slog.Logger) {
+	s.take(pw)
+	s.mu.Lock()
+	s.stopping[pw.project]++
+	s.mu.Unlock()
+	s.inflight.Add(1)
+	go func() {
+		defer s.inflight.Done()
+		s.Stop(pw, reason, log)
+		s.mu.Lock()
+		if s.stopping[pw.project]--; s.stopping[pw.project] <= 0 {
+			delete(s.stopping, pw.project)
+		}
+		s.stopped[pw.project] = time.Now()
+		for id, at := range s.stopped {
+			if time.Since(at) > time.Minute {
+				delete(s.stopped, id)
+			}
+		}
+		s.mu.Unlock()
+		s.onStopped(pw.project, handoffGrace)
+	}()
+}
+
+// StopState says whether a worker of the project is stopping in the background, and
+// when the last one finished stopping (zero: not lately).
+func (s *workerSet) StopState(id uuid.UUID) (stopping bool, stoppedAt time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stopping[id] > 0, s.stopped[id]
+}
+
 // StopAll stops every worker at once (SIGTERM), calling stopped after each, until ctx
-// ends.
+// ends; stops already running in the background are waited for too.
 func (s *workerSet) StopAll(ctx context.Context, stopped func(*projectWorker)) {
 	var wg sync.WaitGroup
 	for _, pw := range s.List() {
@@ -177,6 +219,7 @@ func (s *workerSet) StopAll(ctx context.Context, stopped func(*projectWorker)) {
 	done := make(chan struct{})
 	go func() {
 		wg.Wait()
+		s.inflight.Wait()
 		close(done)
 	}()
 	select {

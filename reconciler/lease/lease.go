@@ -251,6 +251,14 @@ func (m *Manager) Release(ctx context.Context, id uuid.UUID, term int64, workerI
 	m.log.Warn("release lease failed", "project_id", id, "error", err, "term", term, "retrying", retrying)
 }
 
+// ReleaseAll gives up every lease still held (at the end of a shutdown, when no worker
+// runs here any more).
+func (m *Manager) ReleaseAll(ctx context.Context) {
+	for id, l := range m.own.all() {
+		m.Release(ctx, id, l.Term, "")
+	}
+}
+
 // Drop forgets a lease without telling the database: its project was deleted, or the
 // lease could not be renewed in time.
 func (m *Manager) Drop(id uuid.UUID) { m.own.dropLease(id) }

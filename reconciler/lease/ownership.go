@@ -161,6 +161,17 @@ func (o *ownership) holds(id uuid.UUID) (Lease, bool) {
 	return l, ok
 }
 
+// all is a copy of the leases held.
+func (o *ownership) all() map[uuid.UUID]Lease {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := make(map[uuid.UUID]Lease, len(o.leases))
+	for id, l := range o.leases {
+		out[id] = l
+	}
+	return out
+}
+
 func (o *ownership) setLease(id uuid.UUID, l Lease) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
