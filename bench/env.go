@@ -7,8 +7,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/uuid"
@@ -47,7 +52,7 @@ func (b *bench) startService(ctx context.Context) error {
 	cfg.Concurrency = 32
 	cfg.DatabaseMaxConns = 40
 	cfg.HeartbeatInterval = 2 * time.Second
-	cfg.OpsAddr = "off"
+	cfg.OpsAddr = "127.0.0.1:0"
 	cfg.LogLevel = "warn"
 	cfg.TemporalLogLevel = "error"
 	if err := cfg.Validate(); err != nil {
@@ -122,3 +127,37 @@ func (quiet) Info(string, ...any) {}
 func (quiet) Warn(string, ...any) {}
 
 func (quiet) Error(string, ...any) {}
+
+// cpuTime is the CPU the bench process (the in-process service) has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// svcMetric reads a metric (summed over its labels) from the in-process service's
+// /metrics; 0 when it cannot.
+func (b *bench) svcMetric(name string) float64 {
+	return scrapeMetric("http://"+b.svc.OpsAddr()+"/metrics", name)
+}
+
+// scrapeMetric reads a metric (summed over its labels) from a Prometheus endpoint.
+func scrapeMetric(url, name string) float64 {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var sum float64
+	for _, line := range strings.Split(string(body), "\n") {
+		if !strings.HasPrefix(line, name) || (len(line) > len(name) && line[len(name)] != ' ' && line[len(name)] != '{') {
+			continue
+		}
+		fields := strings.Fields(line)
+		if v, err := strconv.ParseFloat(fields[len(fields)-1], 64); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}

@@ -27,6 +27,7 @@ type options struct {
 	cycles   int
 	compiles int
 	total    int
+	scale    int
 	binary   string
 	out      string
 	profile  string
@@ -39,6 +40,7 @@ func main() {
 	flag.IntVar(&o.cycles, "cycles", 3, "repetitions of the fleet-wide figures")
 	flag.IntVar(&o.compiles, "compiles", 20, "compiles under load")
 	flag.IntVar(&o.total, "total", 10000, "projects in the database for the resync figure")
+	flag.IntVar(&o.scale, "scale", 5000, "projects on one replica for the scale figure (0: skip it)")
 	flag.StringVar(&o.binary, "binary", "bin/reconciler", "the reconciler binary, for the SIGTERM figure")
 	flag.StringVar(&o.out, "out", "bench/results.md", "where to write the results")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the first fleet start (the in-process service) to this file")
@@ -66,6 +68,8 @@ type bench struct {
 	rows     []row
 	notes    []string
 
+	namespaceCount int // the dev server's frontend.namespaceCount
+
 	notifyRTT  time.Duration // floors
 	workerFrst time.Duration
 	workerNext time.Duration
@@ -87,10 +91,12 @@ func run(ctx context.Context, o options) error {
 	defer b.pg.Close()
 	// Sized for o.projects workers (README, "Sizing Temporal"): concurrent polls per
 	// namespace, and request rates high enough for all of them to start and stop at once.
+	most := max(o.projects, o.scale)
+	b.namespaceCount = 4*most + 1000
 	b.temporal, err = devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: []string{
-		fmt.Sprintf("frontend.namespaceCount=%d", 4*o.projects+1000),
-		fmt.Sprintf("frontend.rps=%d", 20*o.projects+2400),
-		fmt.Sprintf("frontend.namespaceRPS=%d", 20*o.projects+2400),
+		fmt.Sprintf("frontend.namespaceCount=%d", b.namespaceCount),
+		fmt.Sprintf("frontend.rps=%d", 20*most+2400),
+		fmt.Sprintf("frontend.namespaceRPS=%d", 20*most+2400),
 	}})
 	if err != nil {
 		return err
@@ -123,6 +129,7 @@ func run(ctx context.Context, o options) error {
 		{"fleet", b.fleet},
 		{"resync", b.resync},
 		{"sigterm", b.sigterm},
+		{"scale", b.scale},
 	}
 	for _, s := range steps {
 		if err := s.fn(ctx); err != nil {

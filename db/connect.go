@@ -40,6 +40,9 @@ func ParseURLOf(variable, databaseURL string) (*pgxpool.Config, error) {
 	if !strings.Contains(databaseURL, "default_query_exec_mode") {
 		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
 	}
+	if _, set := cfg.ConnConfig.RuntimeParams["application_name"]; !set {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "reconciler" // what pg_stat_activity shows
+	}
 	return cfg, nil
 }
 

@@ -20,6 +20,10 @@ type pollHealth struct {
 	mu      sync.Mutex
 	workers map[string]*pollState
 	conn    atomic.Pointer[grpc.ClientConn] // the shared client's connection, seen by the interceptor
+
+	// What the service asks of Temporal: requests sent (long polls apart), and long polls
+	// sent and held open now (Temporal caps these per namespace: frontend.namespaceCount).
+	requests, polls, pollsHeld atomic.Int64
 }
 
 type pollState struct {
@@ -65,7 +69,6 @@ func (h *pollHealth) state(identity string) pollState {
 func (h *pollHealth) interceptor() grpc.UnaryClientInterceptor {
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 		h.conn.Store(cc)
-		err := invoker(ctx, method, req, reply, cc, opts...)
 		var identity string
 		switch r := req.(type) {
 		case *workflowservice.PollWorkflowTaskQueueRequest:
@@ -73,8 +76,13 @@ func (h *pollHealth) interceptor() grpc.UnaryClientInterceptor {
 		case *workflowservice.PollActivityTaskQueueRequest:
 			identity = r.GetIdentity()
 		default:
-			return err
+			h.requests.Add(1)
+			return invoker(ctx, method, req, reply, cc, opts...)
 		}
+		h.polls.Add(1)
+		h.pollsHeld.Add(1)
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		h.pollsHeld.Add(-1)
 		if err != nil && ctx.Err() != nil {
 			return err // the worker is stopping: not a health signal
 		}
