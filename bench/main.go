@@ -106,7 +106,7 @@ func run(ctx context.Context, o options) error {
 	if err := db.Migrate(ctx, url); err != nil {
 		return err
 	}
-	if b.pool, err = db.Connect(ctx, url, 20); err != nil {
+	if b.pool, err = db.Connect(ctx, url+"&application_name=bench", 20); err != nil {
 		return err
 	}
 	defer b.pool.Close()
