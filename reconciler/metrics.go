@@ -28,6 +28,7 @@ type metrics struct {
 	listenerReconnect prometheus.Counter
 	resyncSeconds     prometheus.Histogram
 	rowWriteSeconds   prometheus.Histogram
+	searchAttributes  *prometheus.GaugeVec // attribute
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -84,8 +85,12 @@ func newMetrics(perProject bool) *metrics {
 			Help:    "Latency of one batched write of workflow_workers rows.",
 			Buckets: latencyBuckets,
 		}),
+		searchAttributes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "reconciler_search_attributes_available",
+			Help: "1 when the namespace has the search attribute, so that new runs set it; 0 when it lacks it (register with `reconciler search-attributes`).",
+		}, []string{"attribute"}),
 	}
-	reg.MustRegister(m.reconcileSeconds, m.notifyToApplied, m.restarts, m.failures, m.heartbeatSeconds,
+	reg.MustRegister(m.searchAttributes, m.reconcileSeconds, m.notifyToApplied, m.restarts, m.failures, m.heartbeatSeconds,
 		m.renewSeconds, m.listenerReconnect, m.resyncSeconds, m.rowWriteSeconds)
 	return m
 }

@@ -48,6 +48,7 @@ type Reconciler struct {
 	janitor  *janitor
 	ops      *opsServer
 	metrics  *metrics
+	search   *searchIndex
 
 	noticed  sync.Map // project id -> when its notification arrived
 	stopping atomic.Bool
@@ -98,6 +99,8 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		}),
 		limits: cfg.componentLimits(),
 	}
+	r.search = &searchIndex{temporal: tc, namespace: cfg.TemporalNamespace, log: log, available: r.metrics.searchAttributes}
+	r.shared.search = r.search
 	r.rows = newRowWriter(r.db, host, pid, replica, log, r.metrics.rowWriteSeconds)
 	r.workers = &workerSet{
 		cfg: cfg, shared: r.shared, log: log, rows: r.rows, health: health, failures: r.failures,
@@ -161,7 +164,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		// The order matters: orphaned rows are closed and the replica has joined (and
 		// learnt the others) before the first reconcile; the listener asks for the
 		// first resync once LISTEN is in place.
-		for _, part := range []interface{ Start(context.Context) error }{r.janitor, r.leases, r.rows} {
+		for _, part := range []interface{ Start(context.Context) error }{r.search, r.janitor, r.leases, r.rows} {
 			_ = part.Start(ctx)
 		}
 		for range r.cfg.Concurrency {
@@ -205,7 +208,7 @@ func (r *Reconciler) Stop() {
 		drained := time.Since(drainBegan)
 		// The loops went on during the drain: leases renewed, heartbeats (and /healthz)
 		// current. Their work is done now.
-		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.recovery, r.janitor, r.leases} {
+		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.recovery, r.janitor, r.leases, r.search} {
 			part.Stop()
 		}
 		r.leases.Leave(ctx)

@@ -79,6 +79,7 @@ type shared struct {
 	defs     *definitionCache
 	http     *egress.Client
 	limits   component.Limits
+	search   *searchIndex // which search attributes runs set (nil: none)
 }
 
 // pinned is recorded in a run's history (a SideEffect) when it starts: the run uses
@@ -88,6 +89,9 @@ type pinned struct {
 	Version    int32  `json:"version"`
 	Code       string `json:"code"`
 	MaxSteps   int    `json:"max_steps"`
+	// Search is what the run upserts as search attributes, decided when it starts
+	// (the namespace has them); absent from runs started before the service set any.
+	Search *pinnedSearch `json:"search,omitempty"`
 }
 
 // newProjectWorker builds (does not start) a project's worker. The SDK panics on
@@ -139,7 +143,8 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
 		set := pw.served.Load()
 		if sw := set.workflows[name]; sw != nil {
-			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions}
+			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions,
+				Search: pw.shared.search.pin(pw.project.String())}
 		}
 		return pinned{}
 	}).Get(&pin)
@@ -150,6 +155,9 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 		// Fail the workflow task, not the run: Temporal retries the task, and the run
 		// proceeds once the workflow is served (as with any unregistered type).
 		panic(pw.notServed(name))
+	}
+	if err := upsertSearch(ctx, pin); err != nil {
+		return nil, fmt.Errorf("set search attributes of %s: %w", name, err)
 	}
 	def, err := pw.definition(pin)
 	if err != nil {

@@ -9,16 +9,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
 
 // Temporal is a Temporal dev server run from the official CLI, in memory (nothing
-// survives Stop), headless, on loopback.
+// survives Stop), on loopback, headless unless asked for its Web UI.
 type Temporal struct {
 	cli     string
 	port    int
+	uiPort  int // 0: headless
 	dynamic []string
+	attrs   []string
 	persist bool
 	dir     string
 	proc    *child
@@ -33,6 +36,11 @@ type TemporalOptions struct {
 	// Persistent keeps the server's state in a database file in its folder, so that a
 	// Stop and Start keep every workflow (and the namespace).
 	Persistent bool
+	// UI serves the Temporal Web UI on a free port (see UIURL).
+	UI bool
+	// SearchAttributes are registered in the default namespace at start, as
+	// "Name=Type" (e.g. "ReconcilerProjectId=Keyword").
+	SearchAttributes []string
 }
 
 // StartTemporal starts a dev server on a free port and waits until its frontend
@@ -53,7 +61,13 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 	if err != nil {
 		return nil, fmt.Errorf("create temporal folder: %w", err)
 	}
-	t := &Temporal{cli: cli, port: port, dynamic: opts.DynamicConfig, persist: opts.Persistent, dir: dir}
+	t := &Temporal{cli: cli, port: port, dynamic: opts.DynamicConfig, attrs: opts.SearchAttributes, persist: opts.Persistent, dir: dir}
+	if opts.UI {
+		if t.uiPort, err = FreePort(); err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	if err := t.Start(ctx); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -63,6 +77,14 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 
 // Address is the frontend's host:port.
 func (t *Temporal) Address() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port)) }
+
+// UIURL is the Web UI's address ("" when headless).
+func (t *Temporal) UIURL() string {
+	if t.uiPort == 0 {
+		return ""
+	}
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(t.uiPort))
+}
 
 // Start (re)starts the server on its port. A restarted dev server has lost every
 // workflow, unless it is Persistent.
@@ -78,13 +100,21 @@ func (t *Temporal) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"server", "start-dev", "--headless",
+	args := []string{"server", "start-dev",
 		"--ip", "127.0.0.1",
 		"--port", strconv.Itoa(t.port),
 		"--http-port", strconv.Itoa(httpPort),
 		"--metrics-port", strconv.Itoa(metricsPort),
 		"--log-level", "error",
 		"--disable-config-file", "--disable-config-env",
+	}
+	if t.uiPort == 0 {
+		args = append(args, "--headless")
+	} else {
+		args = append(args, "--ui-ip", "127.0.0.1", "--ui-port", strconv.Itoa(t.uiPort))
+	}
+	for _, a := range t.attrs {
+		args = append(args, "--search-attribute", a)
 	}
 	for _, v := range t.dynamic {
 		args = append(args, "--dynamic-config-value", v)
@@ -98,11 +128,17 @@ func (t *Temporal) Start(ctx context.Context) error {
 	}
 	t.proc = proc
 	err = proc.waitReady(ctx, func() error {
-		conn, err := net.DialTimeout("tcp", t.Address(), time.Second)
-		if err == nil {
+		for _, addr := range []string{t.Address(), strings.TrimPrefix(t.UIURL(), "http://")} {
+			if addr == "" {
+				continue
+			}
+			conn, err := net.DialTimeout("tcp", addr, time.Second)
+			if err != nil {
+				return err
+			}
 			conn.Close()
 		}
-		return err
+		return nil
 	})
 	if errors.Is(err, errExited) {
 		t.proc = nil

@@ -29,6 +29,7 @@ import (
 
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/internal/devenv"
+	"github.com/flowbuilder/reconciler/reconciler"
 )
 
 var (
@@ -353,12 +354,14 @@ var TemporalDynamicConfig = []string{
 }
 
 // TemporalAddress is the shared dev server's address; the server starts on first use.
+// Its default namespace has the service's search attributes (reconciler.SearchAttributes),
+// as have the private servers' below.
 func TemporalAddress(t testing.TB) string {
 	t.Helper()
 	temporalOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		temporal, temporalErr = devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: TemporalDynamicConfig})
+		temporal, temporalErr = devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: TemporalDynamicConfig, SearchAttributes: reconciler.SearchAttributes()})
 		if temporalErr == nil {
 			temporalErr = WaitTemporalReady(ctx, temporal.Address())
 		}
@@ -388,7 +391,9 @@ func privateTemporal(t testing.TB, persistent bool, extra []string) *devenv.Temp
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: overrideConfig(TemporalDynamicConfig, extra), Persistent: persistent})
+	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{
+		DynamicConfig: overrideConfig(TemporalDynamicConfig, extra), Persistent: persistent, SearchAttributes: reconciler.SearchAttributes(),
+	})
 	if err != nil {
 		t.Fatalf("testenv: private temporal dev server: %v", err)
 	}
