@@ -137,7 +137,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		retry: r.queue.Add, log: log,
 	}
 	r.janitor = &janitor{cfg: cfg, db: r.db, leases: r.leases, log: log, host: host, pid: pid, instance: r.instance}
-	r.ops = &opsServer{addr: cfg.OpsAddr, registry: r.metrics.registry, healthy: r.Healthy, ready: r.Ready, log: log}
+	r.ops = &opsServer{addr: cfg.OpsAddr, fleet: newFleetPage(r.db, replica, log), registry: r.metrics.registry, healthy: r.Healthy, ready: r.Ready, log: log}
 	r.metrics.registry.MustRegister(newStateCollector(stateCollector{
 		workers:  r.workers.List,
 		backoff:  r.failures.CrashedWaiting,

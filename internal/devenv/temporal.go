@@ -5,11 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 )
@@ -128,15 +128,15 @@ func (t *Temporal) Start(ctx context.Context) error {
 	}
 	t.proc = proc
 	err = proc.waitReady(ctx, func() error {
-		for _, addr := range []string{t.Address(), strings.TrimPrefix(t.UIURL(), "http://")} {
-			if addr == "" {
-				continue
-			}
-			conn, err := net.DialTimeout("tcp", addr, time.Second)
-			if err != nil {
-				return err
-			}
-			conn.Close()
+		conn, err := net.DialTimeout("tcp", t.Address(), time.Second)
+		if err != nil {
+			return err
+		}
+		conn.Close()
+		if t.uiPort != 0 {
+			// The UI's server reaches the frontend by itself, after a backoff if it tried
+			// too early: it is ready when its API answers.
+			return uiAnswers(ctx, t.UIURL()+"/api/v1/namespaces")
 		}
 		return nil
 	})
@@ -201,4 +201,22 @@ func ModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+func uiAnswers(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("temporal UI: %s", resp.Status)
+	}
+	return nil
 }

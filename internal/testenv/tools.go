@@ -1,0 +1,114 @@
+package testenv
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flowbuilder/reconciler/internal/devenv"
+)
+
+// Tool is the path of a program the tests need from the machine (promtool,
+// prometheus, chromium). A missing one fails the test with the command that installs
+// it: `.ci/run` installs them all, so a test is never skipped for lack of one.
+func Tool(t testing.TB, name, debianPackage string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	for _, dir := range []string{"/usr/bin", "/usr/sbin", "/usr/local/bin"} {
+		p := filepath.Join(dir, name)
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	t.Fatalf("%s is not installed: apt-get install -y %s (.ci/run installs it when missing)", name, debianPackage)
+	return ""
+}
+
+// chromiumFlags make a headless Chromium with a fresh profile that neither phones
+// home (the network is closed here) nor slows the timers of a page nobody looks at.
+func chromiumFlags(t testing.TB) []string {
+	return []string{
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+		"--disable-background-networking", "--disable-component-update", "--disable-sync",
+		"--disable-default-apps", "--disable-extensions", "--no-first-run", "--no-default-browser-check",
+		"--disable-background-timer-throttling", "--disable-renderer-backgrounding",
+		"--disable-backgrounding-occluded-windows", "--hide-scrollbars", "--user-data-dir=" + t.TempDir(),
+	}
+}
+
+// chromiumCommand is Chromium in a process group of its own, so that ending it ends
+// its helper processes too.
+func chromiumCommand(t testing.TB, ctx context.Context, args []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, Tool(t, "chromium", "chromium"), append(chromiumFlags(t), args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// Chromium runs headless Chromium once with args (e.g. "--dump-dom", url) and
+// returns what it printed on standard output.
+func Chromium(t testing.TB, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := chromiumCommand(t, ctx, args)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("chromium %s: %v\n%s", strings.Join(args, " "), err, lastLinesOf(stderr.String(), 10))
+	}
+	return string(out)
+}
+
+// ChromiumOpen keeps url open in headless Chromium for d, as a person leaving a tab
+// open would, then closes it.
+func ChromiumOpen(t testing.TB, url string, d time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	// A DevTools port keeps the browser running with no command to finish.
+	cmd := chromiumCommand(t, ctx, []string{"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", url})
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	if err := cmd.Wait(); ctx.Err() == nil {
+		t.Fatalf("chromium ended before %s: %v\n%s", d, err, lastLinesOf(stderr.String(), 10))
+	}
+}
+
+// ArtifactDir is where tests leave files for people to look at (screenshots):
+// RECONCILER_TEST_ARTIFACTS, or bin/test-artifacts in the module (git-ignored).
+func ArtifactDir(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv("RECONCILER_TEST_ARTIFACTS")
+	if dir == "" {
+		root, err := devenv.ModuleRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir = filepath.Join(root, "bin", "test-artifacts")
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func lastLinesOf(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
