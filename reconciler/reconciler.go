@@ -49,6 +49,7 @@ type Reconciler struct {
 	ops      *opsServer
 	metrics  *metrics
 	search   *searchIndex
+	backlog  *backlogSampler
 
 	noticed  sync.Map // project id -> when its notification arrived
 	stopping atomic.Bool
@@ -138,12 +139,19 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	}
 	r.janitor = &janitor{cfg: cfg, db: r.db, leases: r.leases, log: log, host: host, pid: pid, instance: r.instance}
 	r.ops = &opsServer{addr: cfg.OpsAddr, fleet: newFleetPage(r.db, replica, log), registry: r.metrics.registry, healthy: r.Healthy, ready: r.Ready, log: log}
+	r.backlog = newBacklogSampler(cfg, tc, r.workers.List, log)
+	r.metrics.registry.MustRegister(newBacklogCollector(r.backlog, cfg.MetricsProjectLabels))
 	r.metrics.registry.MustRegister(newStateCollector(stateCollector{
-		workers:  r.workers.List,
-		backoff:  r.failures.CrashedWaiting,
-		leases:   func() int { n, _ := r.leases.Counts(); return n },
-		queueLen: r.queue.Len,
-		pending:  r.rows.Pending,
+		workers:      r.workers.List,
+		backoff:      r.failures.CrashedWaiting,
+		leases:       func() int { n, _ := r.leases.Counts(); return n },
+		queueLen:     r.queue.Len,
+		pending:      r.rows.Pending,
+		listenerUp:   func() bool { return r.listener.Delivers() && r.listener.Problem() == "" },
+		ready:        r.Ready,
+		heartbeatAge: func() time.Duration { return r.beats.Age(time.Now()) },
+		leaseChanges: r.leases.Changes,
+		limited:      r.workers.Limited,
 	}))
 	return r, nil
 }
@@ -174,7 +182,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				r.work()
 			}()
 		}
-		for _, part := range []interface{ Start(context.Context) error }{r.resyncer, r.listener, r.beats, r.recovery} {
+		for _, part := range []interface{ Start(context.Context) error }{r.resyncer, r.listener, r.beats, r.recovery, r.backlog} {
 			_ = part.Start(ctx)
 		}
 		r.log.Info("reconciler started", "replica", r.replica, "host", r.host, "pid", r.pid, "instance", r.instance, "concurrency", r.cfg.Concurrency)
@@ -208,7 +216,7 @@ func (r *Reconciler) Stop() {
 		drained := time.Since(drainBegan)
 		// The loops went on during the drain: leases renewed, heartbeats (and /healthz)
 		// current. Their work is done now.
-		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.recovery, r.janitor, r.leases, r.search} {
+		for _, part := range []interface{ Stop() }{r.backlog, r.listener, r.resyncer, r.beats, r.recovery, r.janitor, r.leases, r.search} {
 			part.Stop()
 		}
 		r.leases.Leave(ctx)
