@@ -19,7 +19,8 @@ import (
 // many tasks wait (workflow and activity tasks) and how old the oldest is, from
 // Temporal's DescribeTaskQueue with stats. Requests go one at a time, at most rate per
 // second whatever the project count, and each project is sampled at most once per
-// interval; with many projects a round simply takes longer. The samples are exported
+// interval (a project that starts is sampled within a second); with many projects a
+// round simply takes longer. The samples are exported
 // as reconciler_task_queue_backlog and reconciler_task_queue_backlog_age_seconds, the
 // metric the HorizontalPodAutoscaler in deploy/kubernetes scales on.
 type backlogSampler struct {
@@ -31,7 +32,8 @@ type backlogSampler struct {
 
 	mu      sync.Mutex
 	samples map[uuid.UUID]backlogSample
-	noStats atomic.Bool // Temporal answered without stats (said once)
+	tried   map[uuid.UUID]time.Time // projects not sampled yet: when a sample last failed
+	noStats atomic.Bool             // Temporal answered without stats (said once)
 
 	cancel   context.CancelFunc
 	done     chan struct{}
@@ -43,6 +45,7 @@ type backlogSample struct {
 	queue string
 	count int64
 	age   time.Duration
+	at    time.Time // when it was taken
 }
 
 func newBacklogSampler(cfg Config, tc client.Client, workers func() []*projectWorker, log *slog.Logger) *backlogSampler {
@@ -52,6 +55,7 @@ func newBacklogSampler(cfg Config, tc client.Client, workers func() []*projectWo
 		workers:  workers,
 		log:      log,
 		samples:  map[uuid.UUID]backlogSample{},
+		tried:    map[uuid.UUID]time.Time{},
 		describe: func(ctx context.Context, queue string, typ enums.TaskQueueType) (*taskqueuepb.TaskQueueStats, error) {
 			resp, err := tc.WorkflowService().DescribeTaskQueue(ctx, &workflowservice.DescribeTaskQueueRequest{
 				Namespace:     cfg.TemporalNamespace,
@@ -92,11 +96,20 @@ func (s *backlogSampler) loop(ctx context.Context) {
 	pace := time.NewTicker(time.Duration(float64(time.Second) / s.rate))
 	defer pace.Stop()
 	for {
-		began := time.Now()
 		workers := s.workers()
 		s.prune(workers)
-		for _, pw := range workers {
-			var sample backlogSample
+		due := s.due(workers, time.Now())
+		if len(due) == 0 {
+			// Look again soon: a project that starts is sampled within a second.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(min(s.interval, time.Second)):
+			}
+			continue
+		}
+		for _, pw := range due {
+			sample := backlogSample{queue: pw.taskQueue}
 			ok := true
 			for _, typ := range []enums.TaskQueueType{enums.TASK_QUEUE_TYPE_WORKFLOW, enums.TASK_QUEUE_TYPE_ACTIVITY} {
 				select {
@@ -112,19 +125,37 @@ func (s *backlogSampler) loop(ctx context.Context) {
 				sample.count += stats.GetApproximateBacklogCount()
 				sample.age = max(sample.age, stats.GetApproximateBacklogAge().AsDuration())
 			}
+			sample.at = time.Now()
+			s.mu.Lock()
 			if ok {
-				sample.queue = pw.taskQueue
-				s.mu.Lock()
 				s.samples[pw.project] = sample
-				s.mu.Unlock()
+			} else if old, seen := s.samples[pw.project]; seen {
+				old.at = sample.at // tried: due again after the interval, with the last value kept
+				s.samples[pw.project] = old
+			} else {
+				s.tried[pw.project] = sample.at
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Until(began.Add(s.interval))):
+			s.mu.Unlock()
 		}
 	}
+}
+
+// due are the workers whose project has not been sampled (or tried) within the interval.
+func (s *backlogSampler) due(workers []*projectWorker, now time.Time) []*projectWorker {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var due []*projectWorker
+	for _, pw := range workers {
+		last, ok := s.samples[pw.project]
+		at := last.at
+		if !ok || last.queue != pw.taskQueue {
+			at = s.tried[pw.project]
+		}
+		if now.Sub(at) >= s.interval {
+			due = append(due, pw)
+		}
+	}
+	return due
 }
 
 func (s *backlogSampler) sample(ctx context.Context, queue string, typ enums.TaskQueueType) (*taskqueuepb.TaskQueueStats, error) {
@@ -154,6 +185,11 @@ func (s *backlogSampler) prune(workers []*projectWorker) {
 	for id := range s.samples {
 		if !running[id] {
 			delete(s.samples, id)
+		}
+	}
+	for id := range s.tried {
+		if !running[id] {
+			delete(s.tried, id)
 		}
 	}
 }

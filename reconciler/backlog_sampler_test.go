@@ -43,7 +43,7 @@ func TestBacklogSamplerBoundsTheRequestRate(t *testing.T) {
 			var calls, inFlight, overlapped atomic.Int32
 			s := &backlogSampler{
 				rate: tc.rate, interval: tc.interval, workers: func() []*projectWorker { return workers },
-				log: slog.New(slog.NewTextHandler(io.Discard, nil)), samples: map[uuid.UUID]backlogSample{},
+				log: slog.New(slog.NewTextHandler(io.Discard, nil)), samples: map[uuid.UUID]backlogSample{}, tried: map[uuid.UUID]time.Time{},
 				describe: func(context.Context, string, enums.TaskQueueType) (*taskqueuepb.TaskQueueStats, error) {
 					if inFlight.Add(1) > 1 {
 						overlapped.Add(1)

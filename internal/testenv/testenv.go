@@ -346,11 +346,14 @@ func (l *Layout) adminExec(ctx context.Context, stmt string) error {
 // 5 s after their last poll and idle long polls return every 2 s, so that
 // DescribeTaskQueue tells within seconds that a stopped worker no longer polls (by
 // default a stopped poller stays listed for 5 minutes). The poll limit is raised so
-// that tests running many workers in parallel never starve.
+// that tests running many workers in parallel never starve. DescribeTaskQueue's stats
+// (the backlog) are cached for 500 ms instead of 5 s, so that a backlog test sees them
+// move within a second.
 var TemporalDynamicConfig = []string{
 	`matching.PollerHistoryTTL="5s"`,
 	`matching.longPollExpirationInterval="2s"`,
 	`frontend.namespaceCount=10000`,
+	`matching.TaskQueueInfoByBuildIdTTL="500ms"`,
 }
 
 // TemporalAddress is the shared dev server's address; the server starts on first use.
