@@ -90,7 +90,8 @@ type Config struct {
 	// MaxProjects caps the projects this replica runs.
 	MaxProjects int `envconfig:"RECONCILER_MAX_PROJECTS"`
 
-	// OpsAddr is where /metrics, /healthz and /readyz are served ("off" disables).
+	// OpsAddr is where the fleet page (/), /metrics, /healthz and /readyz are served
+	// ("off" disables).
 	OpsAddr string `envconfig:"RECONCILER_OPS_ADDR"`
 	// MetricsProjectLabels labels per-project metrics (ours and the SDK's) with
 	// project_id; turn it off for very large fleets.
