@@ -77,7 +77,7 @@ func RegisterSearchAttributes(ctx context.Context, tc client.Client, namespace s
 }
 
 // searchIndex knows which of the service's search attributes the namespace has. It
-// asks once at start (retrying every second until Temporal answers), then every
+// asks once at start (retrying from every second until Temporal answers), then every
 // searchRefresh, so that attributes registered later are used within that time. A
 // run reads it once, when it starts, and records the answer in its pinned SideEffect:
 // a namespace without the attributes never sees an upsert (no failed workflow task),
@@ -120,7 +120,7 @@ func (s *searchIndex) Stop() {
 }
 
 func (s *searchIndex) loop(ctx context.Context) {
-	known := false
+	known, retry := false, time.Second
 	for {
 		next := searchRefresh
 		if err := s.check(ctx); err != nil {
@@ -128,7 +128,9 @@ func (s *searchIndex) loop(ctx context.Context) {
 				return
 			}
 			if !known {
-				next = time.Second
+				// Not answered yet: again soon, backing off to the refresh interval (a
+				// Temporal that refuses the call is asked once a minute).
+				next, retry = retry, min(2*retry, searchRefresh)
 			}
 			s.log.Debug("cannot list the namespace's search attributes", "error", err)
 		} else {
