@@ -12,8 +12,9 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -136,20 +137,34 @@ func TestFleetPageInChromium(t *testing.T) {
 	}
 	t.Logf("screenshot: %s (%d bytes)", shot, len(png))
 
-	// It reloads by itself: through a proxy that counts, a page asking for a reload
-	// every second and left open in the browser is fetched again.
+	// It reloads by itself: through a proxy that notes when it is fetched, a page asking
+	// for a reload every second and left open in the browser is fetched again about a
+	// second after the first time.
 	target, _ := url.Parse(base)
-	var fetched atomic.Int32
+	var mu sync.Mutex
+	var fetched []time.Time
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	counting := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/" {
-			fetched.Add(1)
+			mu.Lock()
+			fetched = append(fetched, time.Now())
+			mu.Unlock()
 		}
 		proxy.ServeHTTP(w, r)
 	}))
 	defer counting.Close()
-	testenv.ChromiumOpen(t, counting.URL+"/?refresh=1", 3500*time.Millisecond)
-	if n := fetched.Load(); n < 2 {
-		t.Errorf("the page was fetched %d times in 3.5 s with a 1 s refresh: it does not reload itself", n)
+	times := func() []time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(fetched)
 	}
+	testenv.ChromiumOpen(t, counting.URL+"/?refresh=1", 30*time.Second, func() bool { return len(times()) >= 3 })
+	got := times()
+	if len(got) < 3 {
+		t.Fatalf("the page was fetched %d times in 30 s with a 1 s refresh: it does not reload itself", len(got))
+	}
+	if gap := got[2].Sub(got[1]); gap < 500*time.Millisecond || gap > 3*time.Second {
+		t.Errorf("reloaded %s after the previous load, want about 1 s", gap)
+	}
+	t.Logf("reloaded by itself every %s", got[2].Sub(got[1]).Round(10*time.Millisecond))
 }

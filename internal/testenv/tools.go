@@ -72,22 +72,33 @@ func Chromium(t testing.TB, args ...string) string {
 	return string(out)
 }
 
-// ChromiumOpen keeps url open in headless Chromium for d, as a person leaving a tab
-// open would, then closes it.
-func ChromiumOpen(t testing.TB, url string, d time.Duration) {
+// ChromiumOpen keeps url open in headless Chromium, as a person leaving a tab open
+// would, until done says so or timeout passes; then it closes it.
+func ChromiumOpen(t testing.TB, url string, timeout time.Duration, done func() bool) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), d)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	// A DevTools port keeps the browser running with no command to finish.
 	cmd := chromiumCommand(t, ctx, []string{"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0", url})
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("chromium: %v", err)
 	}
-	if err := cmd.Wait(); ctx.Err() == nil {
-		t.Fatalf("chromium ended before %s: %v\n%s", d, err, lastLinesOf(stderr.String(), 10))
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for !done() {
+		select {
+		case err := <-exited:
+			if ctx.Err() == nil {
+				t.Fatalf("chromium ended by itself: %v\n%s", err, lastLinesOf(stderr.String(), 10))
+			}
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
+	cancel()
+	<-exited
 }
 
 // ArtifactDir is where tests leave files for people to look at (screenshots):
