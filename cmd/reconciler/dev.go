@@ -69,18 +69,21 @@ func dev(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := r.Start(ctx); err != nil {
-		return err
-	}
-	defer r.Stop()
 	if uiURL == "" {
-		// Someone else's Temporal: register the search attributes if it lets us.
-		if added, err := reconciler.RegisterSearchAttributes(ctx, r.Temporal(), cfg.TemporalNamespace); err != nil {
+		// Someone else's Temporal: register the search attributes if it lets us, before
+		// the service asks which ones the namespace has.
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if added, err := reconciler.RegisterSearchAttributes(rctx, r.Temporal(), cfg.TemporalNamespace); err != nil {
 			log.Warn("search attributes not registered: runs cannot be found by project and version", "error", err)
 		} else if len(added) > 0 {
 			log.Info("search attributes registered", "namespace", cfg.TemporalNamespace, "added", added)
 		}
+		cancel()
 	}
+	if err := r.Start(ctx); err != nil {
+		return err
+	}
+	defer r.Stop()
 	if addr := r.OpsAddr(); addr != "" {
 		fmt.Fprintf(out, "Fleet       http://%s/  (every project's state, refreshing)\n", addr)
 		fmt.Fprintf(out, "Ops         http://%s/metrics  /healthz  /readyz\n", addr)
