@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -44,7 +45,8 @@ type TemporalOptions struct {
 }
 
 // StartTemporal starts a dev server on a free port and waits until its frontend
-// accepts connections.
+// accepts connections. A free port can be taken by another process before the server
+// binds it: a server that exits at start is tried again on other ports.
 func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error) {
 	cli := opts.CLI
 	if cli == "" {
@@ -53,6 +55,17 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 			return nil, err
 		}
 	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var t *Temporal
+		if t, err = startTemporalOnce(ctx, cli, opts); err == nil || !errors.Is(err, errExited) {
+			return t, err
+		}
+	}
+	return nil, err
+}
+
+func startTemporalOnce(ctx context.Context, cli string, opts TemporalOptions) (*Temporal, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -143,7 +156,7 @@ func (t *Temporal) Start(ctx context.Context) error {
 	if errors.Is(err, errExited) {
 		t.proc = nil
 		b, _ := os.ReadFile(filepath.Join(t.dir, "temporal.log"))
-		return fmt.Errorf("temporal dev server exited at start: %s", lastLines(b, 5))
+		return fmt.Errorf("temporal dev server %w at start: %s", errExited, firstError(b))
 	}
 	if err != nil {
 		t.Stop()
@@ -219,4 +232,16 @@ func uiAnswers(ctx context.Context, url string) error {
 		return fmt.Errorf("temporal UI: %s", resp.Status)
 	}
 	return nil
+}
+
+// firstError is the first line of a server's log that says what went wrong (a panic's
+// message rather than the bottom of its stack), or its last lines.
+func firstError(log []byte) string {
+	for _, line := range strings.Split(string(log), "\n") {
+		l := strings.ToLower(line)
+		if strings.Contains(l, "panic:") || strings.Contains(l, "error") || strings.Contains(l, "address already in use") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return lastLines(log, 5)
 }
