@@ -5,6 +5,7 @@ package deploy_test
 import (
 	"bufio"
 	"debug/elf"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -227,5 +228,168 @@ func TestSystemdUnit(t *testing.T) {
 		t.Errorf("systemd exposure level %.1f, want at most 2.5", score)
 	} else {
 		t.Logf("systemd exposure level %.1f", score)
+	}
+}
+
+// tool finds a program of the machine, or fails with the command that installs it
+// (.ci/run installs them when missing).
+func tool(t *testing.T, name, debianPackage string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	t.Fatalf("%s is not installed: apt-get install -y %s (.ci/run installs it when missing)", name, debianPackage)
+	return ""
+}
+
+// The alert rules are valid, their unit tests pass, and every alert has a unit test
+// where it fires and one where it does not.
+func TestAlertRules(t *testing.T) {
+	t.Parallel()
+	promtool := tool(t, "promtool", "prometheus")
+	for _, args := range [][]string{{"check", "rules", "alerts.yml"}, {"test", "rules", "alerts_test.yml"}} {
+		cmd := exec.Command(promtool, args...)
+		cmd.Dir = "prometheus"
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("promtool %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		t.Logf("promtool %s: %s", strings.Join(args, " "), strings.Join(strings.Fields(string(out)), " "))
+	}
+	alerts := map[string]bool{}
+	for _, g := range dig(yamlDocs(t, "prometheus/alerts.yml")[0], "groups").([]any) {
+		for _, r := range dig(g, "rules").([]any) {
+			name, _ := dig(r, "alert").(string)
+			alerts[name] = true
+			if dig(r, "labels", "severity") == nil || dig(r, "annotations", "summary") == nil || dig(r, "annotations", "description") == nil {
+				t.Errorf("alert %s lacks a severity, summary or description", name)
+			}
+		}
+	}
+	fires, quiet := map[string]bool{}, map[string]bool{}
+	for _, tc := range dig(yamlDocs(t, "prometheus/alerts_test.yml")[0], "tests").([]any) {
+		for _, at := range dig(tc, "alert_rule_test").([]any) {
+			name, _ := dig(at, "alertname").(string)
+			if exp, _ := dig(at, "exp_alerts").([]any); len(exp) > 0 {
+				fires[name] = true
+			} else {
+				quiet[name] = true
+			}
+		}
+	}
+	for name := range alerts {
+		if !fires[name] || !quiet[name] {
+			t.Errorf("alert %s: a unit test where it fires: %v, where it does not: %v", name, fires[name], quiet[name])
+		}
+	}
+	want := []string{"ReconcilerProjectCrashLooping", "ReconcilerProjectsFailing", "ReconcilerHeartbeatsStale",
+		"ReconcilerListenerDown", "ReconcilerDown", "ReconcilerNotReady", "ReconcilerLeaseChurn",
+		"ReconcilerTenantPollsRefused", "ReconcilerTenantOptionsClamped"}
+	for _, name := range want {
+		if !alerts[name] {
+			t.Errorf("no alert %s", name)
+		}
+	}
+	t.Logf("%d alerts, each with a unit test where it fires and one where it does not", len(alerts))
+}
+
+// The Grafana dashboard is importable JSON: a data source variable every panel uses,
+// unique panel ids, panels inside the 24-column grid, a query in every panel.
+func TestGrafanaDashboard(t *testing.T) {
+	t.Parallel()
+	b, err := os.ReadFile("grafana/reconciler-dashboard.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dash map[string]any
+	if err := json.Unmarshal(b, &dash); err != nil {
+		t.Fatalf("the dashboard is not JSON: %v", err)
+	}
+	if dash["uid"] != "reconciler" || dash["title"] == nil || dash["schemaVersion"] == nil {
+		t.Errorf("dashboard uid %v, title %v, schemaVersion %v", dash["uid"], dash["title"], dash["schemaVersion"])
+	}
+	vars := map[string]bool{}
+	for _, v := range dig(dash, "templating", "list").([]any) {
+		vars[dig(v, "name").(string)] = true
+	}
+	if !vars["datasource"] || !vars["job"] || !vars["instance"] {
+		t.Errorf("template variables %v, want datasource, job, instance", vars)
+	}
+	ids := map[float64]bool{}
+	queries := 0
+	for _, p := range dash["panels"].([]any) {
+		id, _ := dig(p, "id").(float64)
+		if ids[id] {
+			t.Errorf("panel id %v used twice", id)
+		}
+		ids[id] = true
+		x, _ := dig(p, "gridPos", "x").(float64)
+		w, _ := dig(p, "gridPos", "w").(float64)
+		if w <= 0 || x+w > 24 {
+			t.Errorf("panel %v %q outside the grid: x %v w %v", id, dig(p, "title"), x, w)
+		}
+		if dig(p, "type") == "row" {
+			continue
+		}
+		if dig(p, "datasource", "uid") != "${datasource}" {
+			t.Errorf("panel %q does not use the datasource variable", dig(p, "title"))
+		}
+		targets, _ := dig(p, "targets").([]any)
+		if len(targets) == 0 {
+			t.Errorf("panel %q has no query", dig(p, "title"))
+		}
+		for _, tg := range targets {
+			expr, _ := dig(tg, "expr").(string)
+			if !strings.Contains(expr, `job=~"$job"`) {
+				t.Errorf("panel %q query %q is not filtered by $job", dig(p, "title"), expr)
+			}
+			queries++
+		}
+	}
+	t.Logf("%d panels, %d queries (the series they read are checked against a running service in reconciler/alerts_test.go)", len(ids), queries)
+}
+
+// The autoscaling overlay: the base plus a HorizontalPodAutoscaler on the Deployment,
+// scaling on the external metric that the prometheus-adapter rule serves from the
+// series the service exports; the replica count is left to the autoscaler.
+func TestAutoscalingManifests(t *testing.T) {
+	t.Parallel()
+	kust := yamlDocs(t, "kubernetes/autoscaling/kustomization.yaml")[0]
+	res, _ := dig(kust, "resources").([]any)
+	if len(res) != 2 || res[0] != "../" || res[1] != "hpa.yaml" {
+		t.Errorf("the overlay's resources are %v, want the base and hpa.yaml", res)
+	}
+	if patch, _ := dig(kust, "patches", 0, "patch").(string); !strings.Contains(patch, "/spec/replicas") {
+		t.Errorf("the overlay does not hand the replica count to the autoscaler: %q", patch)
+	}
+	hpa := yamlDocs(t, "kubernetes/autoscaling/hpa.yaml")[0]
+	deployment := yamlDocs(t, "kubernetes/deployment.yaml")[0]
+	if dig(hpa, "apiVersion") != "autoscaling/v2" || dig(hpa, "kind") != "HorizontalPodAutoscaler" {
+		t.Fatalf("hpa.yaml is %v %v", dig(hpa, "apiVersion"), dig(hpa, "kind"))
+	}
+	if dig(hpa, "spec", "scaleTargetRef", "kind") != "Deployment" || dig(hpa, "spec", "scaleTargetRef", "name") != dig(deployment, "metadata", "name") {
+		t.Errorf("the HPA scales %v, not the Deployment", dig(hpa, "spec", "scaleTargetRef"))
+	}
+	if lo, _ := dig(hpa, "spec", "minReplicas").(float64); lo < 2 {
+		t.Errorf("minReplicas %v: below the two replicas the PodDisruptionBudget counts on", lo)
+	}
+	metric, _ := dig(hpa, "spec", "metrics", 0, "external", "metric", "name").(string)
+	if metric != "reconciler_task_queue_backlog" || dig(hpa, "spec", "metrics", 0, "external", "target", "type") != "AverageValue" {
+		t.Errorf("the HPA's first metric is %v, want the external reconciler_task_queue_backlog per replica", dig(hpa, "spec", "metrics", 0))
+	}
+	adapter := yamlDocs(t, "kubernetes/autoscaling/prometheus-adapter.values.yaml")[0]
+	served := false
+	for _, rule := range dig(adapter, "rules", "external").([]any) {
+		if dig(rule, "name", "as") == metric && strings.Contains(dig(rule, "metricsQuery").(string), "sum(reconciler_task_queue_backlog{") {
+			served = true
+		}
+	}
+	if !served {
+		t.Errorf("no prometheus-adapter external rule serves %s", metric)
+	}
+	// The series is the service's (reconciler/backlog.go names it).
+	src, err := os.ReadFile(filepath.Join(root(t), "reconciler", "backlog.go"))
+	if err != nil || !strings.Contains(string(src), `"reconciler_task_queue_backlog"`) {
+		t.Errorf("reconciler/backlog.go does not export reconciler_task_queue_backlog (%v)", err)
 	}
 }

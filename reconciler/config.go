@@ -93,11 +93,19 @@ type Config struct {
 	// MaxProjects caps the projects this replica runs.
 	MaxProjects int `envconfig:"RECONCILER_MAX_PROJECTS"`
 
-	// OpsAddr is where /metrics, /healthz and /readyz are served ("off" disables).
+	// OpsAddr is where the fleet page (/), /metrics, /healthz and /readyz are served
+	// ("off" disables).
 	OpsAddr string `envconfig:"RECONCILER_OPS_ADDR"`
 	// MetricsProjectLabels labels per-project metrics (ours and the SDK's) with
 	// project_id; turn it off for very large fleets.
 	MetricsProjectLabels bool `envconfig:"RECONCILER_METRICS_PROJECT_LABELS"`
+
+	// BacklogSampleRate bounds the DescribeTaskQueue requests that sample the running
+	// projects' task-queue backlog (two per project: workflow and activity tasks), in
+	// requests per second whatever the project count; 0 turns sampling off.
+	// BacklogSampleInterval is the least time between two samples of one project.
+	BacklogSampleRate     float64       `envconfig:"RECONCILER_BACKLOG_SAMPLE_RATE"`
+	BacklogSampleInterval time.Duration `envconfig:"RECONCILER_BACKLOG_SAMPLE_INTERVAL"`
 
 	// HTTPAllowPrivate lets http.request reach loopback, private and link-local
 	// addresses (refused by default: workflows run user code).
@@ -154,6 +162,8 @@ func DefaultConfig() Config {
 		MaxProjects:            5000,
 		OpsAddr:                ":9090",
 		MetricsProjectLabels:   true,
+		BacklogSampleRate:      10,
+		BacklogSampleInterval:  15 * time.Second,
 		HTTPMaxResponseBytes:   1 << 20,
 		HTTPTimeout:            30 * time.Second,
 		ComponentTimeout:       10 * time.Second,
@@ -256,6 +266,12 @@ func (c Config) Validate() error {
 	}
 	if len(c.ReplicaID) > 200 {
 		bad("RECONCILER_REPLICA_ID", "must be at most 200 characters")
+	}
+	if c.BacklogSampleRate < 0 || c.BacklogSampleRate > 1000 {
+		bad("RECONCILER_BACKLOG_SAMPLE_RATE", "must be between 0 (off) and 1000 requests per second, got %g", c.BacklogSampleRate)
+	}
+	if c.BacklogSampleInterval < 100*time.Millisecond {
+		bad("RECONCILER_BACKLOG_SAMPLE_INTERVAL", "must be at least 100ms, got %s", c.BacklogSampleInterval)
 	}
 	if c.HTTPMaxResponseBytes < 1 || c.HTTPMaxResponseBytes > maxHTTPResponseBytes {
 		bad("RECONCILER_HTTP_MAX_RESPONSE_BYTES", "must be between 1 and %d (a response must fit, with its headers, in a Temporal payload of 2 MB), got %d", maxHTTPResponseBytes, c.HTTPMaxResponseBytes)

@@ -36,12 +36,15 @@ func TestValidateNamesEveryBadVariable(t *testing.T) {
 	c.PollInterval = 0
 	c.Concurrency = 0
 	c.LogFormat = "xml"
+	c.BacklogSampleRate = -1
+	c.BacklogSampleInterval = 0
 	c.DatabaseURL = "postgres://u:topsecret@h:port/db"
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, name := range []string{"RECONCILER_POLL_INTERVAL", "RECONCILER_CONCURRENCY", "RECONCILER_LOG_FORMAT", "DATABASE_URL"} {
+	for _, name := range []string{"RECONCILER_POLL_INTERVAL", "RECONCILER_CONCURRENCY", "RECONCILER_LOG_FORMAT", "DATABASE_URL",
+		"RECONCILER_BACKLOG_SAMPLE_RATE", "RECONCILER_BACKLOG_SAMPLE_INTERVAL"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not name %s", err, name)
 		}

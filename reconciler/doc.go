@@ -7,7 +7,8 @@
 // it should serve (triggers bump it on compile, workflow activation, component and
 // worker_options changes and restart requests). The service owns the actual state —
 // the workers in its process — and reports it in workflow_workers. Nothing calls the
-// service; an ops listener only serves /metrics, /healthz and /readyz.
+// service; an ops listener (ops.go) only serves /metrics, /healthz, /readyz and a
+// read-only fleet page (fleet.go: project_worker_health as HTML, reloading itself).
 //
 // # The parts, each with its own Start and Stop
 //
@@ -33,6 +34,11 @@
 // it, owns every requeue and recovers a panicking pass. A worker that fails is taken
 // out and started again after its project's backoff; a new generation is tried at
 // once.
+//
+// Beside them, search.go learns which of the service's search attributes the
+// namespace has (see Definitions and pinning) and backlog.go samples each running
+// project's task-queue backlog from Temporal at a bounded request rate, for the
+// metrics an autoscaler reads.
 //
 // # Replicas and leases
 //
@@ -60,7 +66,10 @@
 // A worker registers one dynamic workflow and one dynamic activity (served.go holds
 // what it serves). A run resolves its workflow type against the served set when it
 // starts and records the compiled definition in its history (a SideEffect), so it
-// keeps that version through reloads, restarts and redeploys. Changing the
+// keeps that version through reloads, restarts and redeploys. The same SideEffect
+// records whether the namespace has the search attributes ReconcilerProjectId and
+// ReconcilerCompiledVersion (search.go learns it in the background); if so the run
+// upserts them next, so a namespace without them never fails a workflow task. Changing the
 // interpreter's behaviour for existing histories needs workflow.GetVersion and new
 // replay histories (TestRecordHistories).
 package reconciler

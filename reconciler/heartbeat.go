@@ -23,6 +23,7 @@ type heartbeater struct {
 	latency  prometheus.Observer
 
 	tick     atomic.Int64 // unix nanos of the last round, for /healthz
+	written  atomic.Int64 // unix nanos of the last round whose heartbeats were written (or had none to write)
 	cancel   context.CancelFunc
 	done     chan struct{}
 	stopOnce sync.Once
@@ -30,6 +31,7 @@ type heartbeater struct {
 
 // Start runs the loop until Stop.
 func (h *heartbeater) Start(ctx context.Context) error {
+	h.written.Store(time.Now().UnixNano())
 	ctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	h.done = make(chan struct{})
 	go func() {
@@ -37,6 +39,15 @@ func (h *heartbeater) Start(ctx context.Context) error {
 		h.loop(ctx)
 	}()
 	return nil
+}
+
+// Age is how long ago heartbeats were last written (or there were none to write).
+func (h *heartbeater) Age(now time.Time) time.Duration {
+	w := h.written.Load()
+	if w == 0 {
+		return 0 // not started
+	}
+	return max(now.Sub(time.Unix(0, w)), 0)
 }
 
 // Stop ends the loop; idempotent.
@@ -61,6 +72,7 @@ func (h *heartbeater) loop(ctx context.Context) {
 		h.tick.Store(time.Now().UnixNano())
 		workers := h.workers.List()
 		if len(workers) == 0 {
+			h.written.Store(time.Now().UnixNano())
 			continue
 		}
 		ids := make([]string, len(workers))
@@ -69,8 +81,12 @@ func (h *heartbeater) loop(ctx context.Context) {
 		}
 		hctx, cancel := context.WithTimeout(ctx, h.interval)
 		began := time.Now()
-		if _, err := h.db.HeartbeatWorkers(hctx, db.HeartbeatWorkersParams{WorkerIds: ids, Replica: h.replica}); err != nil && ctx.Err() == nil {
-			h.log.Warn("heartbeat failed", "error", err, "workers", len(ids))
+		if _, err := h.db.HeartbeatWorkers(hctx, db.HeartbeatWorkersParams{WorkerIds: ids, Replica: h.replica}); err != nil {
+			if ctx.Err() == nil {
+				h.log.Warn("heartbeat failed", "error", err, "workers", len(ids))
+			}
+		} else {
+			h.written.Store(time.Now().UnixNano())
 		}
 		h.latency.Observe(time.Since(began).Seconds())
 		cancel()

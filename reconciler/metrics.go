@@ -1,6 +1,7 @@
 package reconciler
 
 import (
+	"context"
 	"slices"
 	"sort"
 	"sync"
@@ -29,6 +30,7 @@ type metrics struct {
 	resyncSeconds     prometheus.Histogram
 	rowWriteSeconds   prometheus.Histogram
 	compileCheck      prometheus.Histogram
+	searchAttributes  *prometheus.GaugeVec // attribute
 }
 
 var latencyBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
@@ -90,8 +92,12 @@ func newMetrics(perProject bool) *metrics {
 			Help:    "From a compile's commit to its validation result written in compiled_workflow_checks (by this replica).",
 			Buckets: latencyBuckets,
 		}),
+		searchAttributes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "reconciler_search_attributes_available",
+			Help: "1 when the namespace has the search attribute, so that new runs set it; 0 when it lacks it (register with `reconciler search-attributes`).",
+		}, []string{"attribute"}),
 	}
-	reg.MustRegister(m.reconcileSeconds, m.notifyToApplied, m.restarts, m.failures, m.heartbeatSeconds,
+	reg.MustRegister(m.searchAttributes, m.reconcileSeconds, m.notifyToApplied, m.restarts, m.failures, m.heartbeatSeconds,
 		m.renewSeconds, m.listenerReconnect, m.resyncSeconds, m.rowWriteSeconds, m.compileCheck)
 	return m
 }
@@ -104,15 +110,22 @@ func (m *metrics) project(id uuid.UUID) []string {
 	return []string{id.String()}
 }
 
-// stateCollector reports, at scrape time, what the reconciler holds.
+// stateCollector reports, at scrape time, what the reconciler holds and how its
+// loops and connections fare (what the alert rules in deploy/prometheus watch).
 type stateCollector struct {
-	workers  func() []*projectWorker
-	backoff  func() int // failed projects waiting to restart
-	leases   func() int
-	queueLen func() int
-	pending  func() int // rows not written yet
+	workers      func() []*projectWorker
+	backoff      func() int // failed projects waiting to restart
+	leases       func() int
+	queueLen     func() int
+	pending      func() int // rows not written yet
+	listenerUp   func() bool
+	ready        func(ctx context.Context) (map[string]string, bool)
+	heartbeatAge func() time.Duration
+	leaseChanges func() (acquired, lost int64)
+	limited      func() (clamped, pollsRefused int)
 
-	workersDesc, leasesDesc, queueDesc, pendingDesc *prometheus.Desc
+	workersDesc, leasesDesc, queueDesc, pendingDesc                          *prometheus.Desc
+	listenerDesc, readyDesc, heartbeatAgeDesc, leaseChangesDesc, limitedDesc *prometheus.Desc
 }
 
 func newStateCollector(c stateCollector) *stateCollector {
@@ -120,14 +133,19 @@ func newStateCollector(c stateCollector) *stateCollector {
 	c.leasesDesc = prometheus.NewDesc("reconciler_leases_held", "Project leases this replica holds.", nil, nil)
 	c.queueDesc = prometheus.NewDesc("reconciler_queue_depth", "Projects marked dirty and waiting for a reconcile.", nil, nil)
 	c.pendingDesc = prometheus.NewDesc("reconciler_rows_pending", "workflow_workers rows not written yet (the database is slow or down).", nil, nil)
+	c.listenerDesc = prometheus.NewDesc("reconciler_listener_up", "1 when the LISTEN connection is up and its notifications arrive (its own ping came back), else 0.", nil, nil)
+	c.readyDesc = prometheus.NewDesc("reconciler_ready", "The checks of /readyz, 1 passing, 0 failing: database, listener, temporal, shutdown (0 while draining).", []string{"check"}, nil)
+	c.heartbeatAgeDesc = prometheus.NewDesc("reconciler_heartbeat_age_seconds", "Seconds since this replica last wrote its workers' heartbeats (or had none to write).", nil, nil)
+	c.leaseChangesDesc = prometheus.NewDesc("reconciler_lease_changes_total", "Project leases this replica acquired, and lost (taken over by another replica, or given up unrenewed).", []string{"change"}, nil)
+	c.limitedDesc = prometheus.NewDesc("reconciler_tenant_limited_workers", "Workers held back by a limit: clamped (worker_options beyond the operator's limits), polls_refused (Temporal refused polls: ResourceExhausted).", []string{"limit"}, nil)
 	return &c
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.workersDesc
-	ch <- c.leasesDesc
-	ch <- c.queueDesc
-	ch <- c.pendingDesc
+	for _, d := range []*prometheus.Desc{c.workersDesc, c.leasesDesc, c.queueDesc, c.pendingDesc,
+		c.listenerDesc, c.readyDesc, c.heartbeatAgeDesc, c.leaseChangesDesc, c.limitedDesc} {
+		ch <- d
+	}
 }
 
 func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
@@ -139,12 +157,32 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 			running++
 		}
 	}
-	ch <- prometheus.MustNewConstMetric(c.workersDesc, prometheus.GaugeValue, float64(running), "running")
-	ch <- prometheus.MustNewConstMetric(c.workersDesc, prometheus.GaugeValue, float64(pollErr), "polling_error")
-	ch <- prometheus.MustNewConstMetric(c.workersDesc, prometheus.GaugeValue, float64(c.backoff()), "backoff")
-	ch <- prometheus.MustNewConstMetric(c.leasesDesc, prometheus.GaugeValue, float64(c.leases()))
-	ch <- prometheus.MustNewConstMetric(c.queueDesc, prometheus.GaugeValue, float64(c.queueLen()))
-	ch <- prometheus.MustNewConstMetric(c.pendingDesc, prometheus.GaugeValue, float64(c.pending()))
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.workersDesc, float64(running), "running")
+	gauge(c.workersDesc, float64(pollErr), "polling_error")
+	gauge(c.workersDesc, float64(c.backoff()), "backoff")
+	gauge(c.leasesDesc, float64(c.leases()))
+	gauge(c.queueDesc, float64(c.queueLen()))
+	gauge(c.pendingDesc, float64(c.pending()))
+	gauge(c.listenerDesc, b2f(c.listenerUp()))
+	gauge(c.heartbeatAgeDesc, c.heartbeatAge().Seconds())
+	acquired, lost := c.leaseChanges()
+	ch <- prometheus.MustNewConstMetric(c.leaseChangesDesc, prometheus.CounterValue, float64(acquired), "acquired")
+	ch <- prometheus.MustNewConstMetric(c.leaseChangesDesc, prometheus.CounterValue, float64(lost), "lost")
+	clamped, refused := c.limited()
+	gauge(c.limitedDesc, float64(clamped), "clamped")
+	gauge(c.limitedDesc, float64(refused), "polls_refused")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	checks, _ := c.ready(ctx)
+	if _, ok := checks["shutdown"]; !ok {
+		checks["shutdown"] = "ok"
+	}
+	for check, v := range checks {
+		gauge(c.readyDesc, b2f(v == "ok"), check)
+	}
 }
 
 // sdkMetrics is the Temporal SDK's metrics handler, recording into the service's

@@ -16,10 +16,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// opsServer is the ops listener: /metrics, /healthz and /readyz. It has no control
-// endpoint: everything the service does is decided by the database.
+// opsServer is the ops listener: the fleet page (/), /metrics, /healthz and /readyz.
+// It has no control endpoint: everything the service does is decided by the database.
 type opsServer struct {
 	addr     string // RECONCILER_OPS_ADDR; "" or "off": none
+	fleet    http.Handler
 	registry *prometheus.Registry
 	healthy  func() error
 	ready    func(ctx context.Context) (map[string]string, bool)
@@ -41,6 +42,9 @@ func (o *opsServer) Start(context.Context) error {
 		return fmt.Errorf("ops listener on RECONCILER_OPS_ADDR=%s: %w", o.addr, err)
 	}
 	mux := http.NewServeMux()
+	if o.fleet != nil {
+		mux.Handle("GET /{$}", o.fleet)
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", o.serveHealthz)
 	mux.HandleFunc("GET /readyz", o.serveReadyz)

@@ -49,6 +49,8 @@ type Reconciler struct {
 	janitor  *janitor
 	ops      *opsServer
 	metrics  *metrics
+	search   *searchIndex
+	backlog  *backlogSampler
 
 	noticed  sync.Map // project id -> when its notification arrived
 	stopping atomic.Bool
@@ -99,6 +101,8 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		}),
 		limits: cfg.componentLimits(),
 	}
+	r.search = &searchIndex{temporal: tc, namespace: cfg.TemporalNamespace, log: log, available: r.metrics.searchAttributes}
+	r.shared.search = r.search
 	r.rows = newRowWriter(r.db, host, pid, replica, log, r.metrics.rowWriteSeconds)
 	r.workers = &workerSet{
 		cfg: cfg, shared: r.shared, log: log, rows: r.rows, health: health, failures: r.failures,
@@ -140,14 +144,21 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		retry: r.queue.Add, log: log,
 	}
 	r.janitor = &janitor{cfg: cfg, db: r.db, leases: r.leases, log: log, host: host, pid: pid, instance: r.instance}
-	r.ops = &opsServer{addr: cfg.OpsAddr, registry: r.metrics.registry, healthy: r.Healthy, ready: r.Ready, log: log}
+	r.ops = &opsServer{addr: cfg.OpsAddr, fleet: newFleetPage(r.db, replica, log), registry: r.metrics.registry, healthy: r.Healthy, ready: r.Ready, log: log}
+	r.backlog = newBacklogSampler(cfg, tc, r.workers.List, log)
+	r.metrics.registry.MustRegister(newBacklogCollector(r.backlog, cfg.MetricsProjectLabels))
 	r.metrics.registry.MustRegister(newTemporalCollector(health))
 	r.metrics.registry.MustRegister(newStateCollector(stateCollector{
-		workers:  r.workers.List,
-		backoff:  r.failures.CrashedWaiting,
-		leases:   func() int { n, _ := r.leases.Counts(); return n },
-		queueLen: r.queue.Len,
-		pending:  r.rows.Pending,
+		workers:      r.workers.List,
+		backoff:      r.failures.CrashedWaiting,
+		leases:       func() int { n, _ := r.leases.Counts(); return n },
+		queueLen:     r.queue.Len,
+		pending:      r.rows.Pending,
+		listenerUp:   func() bool { return r.ListenerDelivers() && r.listener.Problem() == "" },
+		ready:        r.Ready,
+		heartbeatAge: func() time.Duration { return r.beats.Age(time.Now()) },
+		leaseChanges: r.leases.Changes,
+		limited:      r.workers.Limited,
 	}))
 	return r, nil
 }
@@ -168,7 +179,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		// The order matters: orphaned rows are closed and the replica has joined (and
 		// learnt the others) before the first reconcile; the listener asks for the
 		// first resync once LISTEN is in place.
-		for _, part := range []interface{ Start(context.Context) error }{r.janitor, r.leases, r.rows} {
+		for _, part := range []interface{ Start(context.Context) error }{r.search, r.janitor, r.leases, r.rows} {
 			_ = part.Start(ctx)
 		}
 		for range r.cfg.Concurrency {
@@ -178,7 +189,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 				r.work()
 			}()
 		}
-		for _, part := range []interface{ Start(context.Context) error }{r.checker, r.resyncer, r.listener, r.beats, r.recovery} {
+		for _, part := range []interface{ Start(context.Context) error }{r.checker, r.resyncer, r.listener, r.beats, r.recovery, r.backlog} {
 			_ = part.Start(ctx)
 		}
 		r.log.Info("reconciler started", "replica", r.replica, "host", r.host, "pid", r.pid, "instance", r.instance, "concurrency", r.cfg.Concurrency)
@@ -217,7 +228,7 @@ func (r *Reconciler) Stop() {
 		drained := time.Since(drainBegan)
 		// The loops went on during the drain: leases renewed, heartbeats (and /healthz)
 		// current. Their work is done now.
-		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.recovery, r.checker, r.janitor, r.leases} {
+		for _, part := range []interface{ Stop() }{r.backlog, r.listener, r.resyncer, r.beats, r.recovery, r.checker, r.janitor, r.leases, r.search} {
 			part.Stop()
 		}
 		r.leases.Leave(ctx)
@@ -268,8 +279,8 @@ func (r *Reconciler) Ready(ctx context.Context) (map[string]string, bool) {
 		checks["listener"] = r.listener.Problem()
 	case !r.listener.Up():
 		checks["listener"] = "not connected"
-	case !r.listener.Delivers():
-		checks["listener"] = "connected; its first notification has not arrived yet"
+	case !r.ListenerDelivers():
+		checks["listener"] = "connected; catching up (its first notification, or the resync after connecting, is not done yet)"
 	}
 	if _, err := r.shared.temporal.CheckHealth(ctx, &client.CheckHealthRequest{}); err != nil {
 		checks["temporal"] = err.Error()
@@ -286,8 +297,12 @@ func (r *Reconciler) Ready(ctx context.Context) (map[string]string, bool) {
 	return checks, ready
 }
 
-// ListenerDelivers says whether a notification sent now would arrive.
-func (r *Reconciler) ListenerDelivers() bool { return r.listener.Delivers() }
+// ListenerDelivers says whether the listener is caught up: a notification sent now
+// would arrive, and the resync that follows its last connect is done (what changed
+// while it was away has been looked at).
+func (r *Reconciler) ListenerDelivers() bool {
+	return r.listener.Delivers() && r.resyncer.lastOK.Load() >= r.listener.connected.Load()
+}
 
 // ListenerProblem says why notifications do not reach this replica, or "".
 func (r *Reconciler) ListenerProblem() string { return r.listener.Problem() }

@@ -99,4 +99,7 @@ func TestRecordHistories(t *testing.T) {
 		}
 	})
 	record("rejects", "rejects", map[string]any{"name": "way"}, nil)
+	// Runs pinned with search attributes (ReconcilerProjectId, ReconcilerCompiledVersion)
+	// upsert them after the pin: the harness's namespace has them.
+	record("indexed", "everything", map[string]any{"name": "Ada", "amount": 5}, nil)
 }

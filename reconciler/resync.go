@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -27,6 +28,7 @@ type resyncer struct {
 	duration prometheus.Observer
 
 	requests chan struct{}
+	lastOK   atomic.Int64 // unix nanos when the last resync that succeeded began
 	cancel   context.CancelFunc
 	done     chan struct{}
 	stopOnce sync.Once
@@ -88,6 +90,7 @@ func (s *resyncer) loop(ctx context.Context) {
 		s.duration.Observe(time.Since(began).Seconds())
 		cancel()
 		if err == nil {
+			s.lastOK.Store(began.UnixNano())
 			retry, next = 0, jitter(s.interval)
 			continue
 		}

@@ -79,6 +79,7 @@ type shared struct {
 	defs     *definitionCache
 	http     *egress.Client
 	limits   component.Limits
+	search   *searchIndex // which search attributes runs set (nil: none)
 }
 
 // pinned is recorded in a run's history (a SideEffect) when it starts: the run uses
@@ -93,6 +94,9 @@ type pinned struct {
 	// that a replay decides the same whatever the configuration is then.
 	NotServed string `json:"not_served,omitempty"`
 	GaveUp    bool   `json:"gave_up,omitempty"`
+	// Search is what the run upserts as search attributes, decided when it starts
+	// (the namespace has them); absent from runs started before the service set any.
+	Search *pinnedSearch `json:"search,omitempty"`
 }
 
 // failureNotServed is the failure type of a run whose workflow was not served within
@@ -154,7 +158,8 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
 		set := pw.served.Load()
 		if sw := set.workflows[name]; sw != nil {
-			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions}
+			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions,
+				Search: pw.shared.search.pin(pw.project.String())}
 		}
 		return pinned{NotServed: pw.notServed(name), GaveUp: waited >= pw.shared.cfg.UnservedGrace}
 	}).Get(&pin)
@@ -171,6 +176,9 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 		// activation, the project started). The message marks the SDK's log line, which
 		// the logger rate-limits.
 		panic(notServedMarker + pw.notServed(name))
+	}
+	if err := upsertSearch(ctx, pin); err != nil {
+		return nil, fmt.Errorf("set search attributes of %s: %w", name, err)
 	}
 	def, err := pw.definition(pin)
 	if err != nil {

@@ -306,6 +306,21 @@ func (s *workerSet) CheckPolls() {
 	}
 }
 
+// Limited counts the workers held back by a limit: worker_options clamped to the
+// operator's limits, and polls refused by Temporal's (ResourceExhausted) within the
+// poll failure threshold.
+func (s *workerSet) Limited() (clamped, pollsRefused int) {
+	for _, pw := range s.List() {
+		if pw.effective.Clamped != nil {
+			clamped++
+		}
+		if st := s.health.state(pw.id); !st.exhausted.IsZero() && time.Since(st.exhausted) < s.cfg.PollFailureThreshold {
+			pollsRefused++
+		}
+	}
+	return clamped, pollsRefused
+}
+
 // reservePollers clamps a starting worker's options to the limits, counting the polls
 // held by the live workers (but the one it replaces) and by other starts in progress;
 // the share stays pending until releasePending.

@@ -5,7 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"strconv"
+	"strings"
+
+	"go.temporal.io/sdk/client"
+	tlog "go.temporal.io/sdk/log"
 
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/reconciler"
@@ -20,6 +25,8 @@ commands:
   migrate down N      revert the N newest migrations
   migrate version     print the applied migration version
   status [--json]     every project: desired vs actual, health, generations, last error
+  search-attributes   register the search attributes runs set (ReconcilerProjectId,
+                      ReconcilerCompiledVersion) in TEMPORAL_NAMESPACE at TEMPORAL_ADDRESS
 
 configuration is read from the environment: see README.md`
 
@@ -54,6 +61,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return usageError{fmt.Errorf("invalid configuration: %w", err)}
 		}
 		return status(ctx, cfg, args[1:], out)
+	case "search-attributes":
+		return searchAttributes(ctx, cfg, out)
 	case "help", "-h", "--help":
 		fmt.Fprintln(out, usage)
 		return nil
@@ -111,5 +120,27 @@ func migrate(ctx context.Context, cfg reconciler.Config, args []string, out io.W
 	default:
 		fmt.Fprintf(out, "version %d\n", v)
 	}
+	return nil
+}
+
+// searchAttributes is `reconciler search-attributes`: registers the service's search
+// attributes in the namespace (those it lacks), so that runs can be listed by project
+// and compiled version. Running workers start setting them within a minute.
+func searchAttributes(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
+	tc, err := client.Dial(client.Options{HostPort: cfg.TemporalAddress, Namespace: cfg.TemporalNamespace,
+		Logger: tlog.NewStructuredLogger(slog.New(slog.DiscardHandler))})
+	if err != nil {
+		return fmt.Errorf("connect to Temporal at %s: %w", cfg.TemporalAddress, err)
+	}
+	defer tc.Close()
+	added, err := reconciler.RegisterSearchAttributes(ctx, tc, cfg.TemporalNamespace)
+	if err != nil {
+		return err
+	}
+	if len(added) == 0 {
+		fmt.Fprintf(out, "namespace %s already has %s\n", cfg.TemporalNamespace, strings.Join(reconciler.SearchAttributes(), ", "))
+		return nil
+	}
+	fmt.Fprintf(out, "namespace %s: added %s (of %s)\n", cfg.TemporalNamespace, strings.Join(added, ", "), strings.Join(reconciler.SearchAttributes(), ", "))
 	return nil
 }

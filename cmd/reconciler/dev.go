@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"time"
 
@@ -42,15 +43,18 @@ func dev(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
 		cfg.DatabaseURL = pg.URL("postgres")
 		fmt.Fprintf(out, "PostgreSQL  %s  (private, started in %s)\n", cfg.DatabaseURL, time.Since(began).Round(time.Millisecond))
 	}
+	uiURL := ""
 	if _, set := os.LookupEnv("TEMPORAL_ADDRESS"); !set {
 		began := time.Now()
-		t, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{})
+		t, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{UI: true, SearchAttributes: reconciler.SearchAttributes()})
 		if err != nil {
 			return fmt.Errorf("start Temporal dev server: %w", err)
 		}
 		defer t.Close()
 		cfg.TemporalAddress = t.Address()
+		uiURL = t.UIURL() + "/namespaces/" + url.PathEscape(cfg.TemporalNamespace) + "/workflows"
 		fmt.Fprintf(out, "Temporal    %s  (dev server, started in %s)\n", cfg.TemporalAddress, time.Since(began).Round(time.Millisecond))
+		fmt.Fprintf(out, "Temporal UI %s\n", uiURL)
 	}
 
 	if err := db.Migrate(ctx, cfg.DatabaseURL); err != nil {
@@ -65,11 +69,23 @@ func dev(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if uiURL == "" {
+		// Someone else's Temporal: register the search attributes if it lets us, before
+		// the service asks which ones the namespace has.
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if added, err := reconciler.RegisterSearchAttributes(rctx, r.Temporal(), cfg.TemporalNamespace); err != nil {
+			log.Warn("search attributes not registered: runs cannot be found by project and version", "error", err)
+		} else if len(added) > 0 {
+			log.Info("search attributes registered", "namespace", cfg.TemporalNamespace, "added", added)
+		}
+		cancel()
+	}
 	if err := r.Start(ctx); err != nil {
 		return err
 	}
 	defer r.Stop()
 	if addr := r.OpsAddr(); addr != "" {
+		fmt.Fprintf(out, "Fleet       http://%s/  (every project's state, refreshing)\n", addr)
 		fmt.Fprintf(out, "Ops         http://%s/metrics  /healthz  /readyz\n", addr)
 	}
 
@@ -82,11 +98,21 @@ func dev(ctx context.Context, cfg reconciler.Config, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "Demo worker running on task queue %s (%s after desired_status = 'running')\n", demoQueue, time.Since(began).Round(time.Millisecond))
 
-	result, err := runDemo(ctx, r.Temporal())
+	result, run, err := runDemo(ctx, r.Temporal())
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "Demo workflow greet({\"name\": \"World\"}) returned: %s\n", result)
+	var project string
+	if err := pool.QueryRow(ctx, `SELECT id::text FROM projects WHERE task_queue_name = $1`, demoQueue).Scan(&project); err != nil {
+		return fmt.Errorf("read demo project: %w", err)
+	}
+	query := fmt.Sprintf("%s = '%s'", reconciler.SearchAttributeProject, project)
+	if uiURL != "" {
+		fmt.Fprintf(out, "Demo run    %s/%s/%s/history\n", uiURL, url.PathEscape(run.GetID()), url.PathEscape(run.GetRunID()))
+		fmt.Fprintf(out, "Its runs    %s?query=%s\n", uiURL, url.QueryEscape(query))
+	}
+	fmt.Fprintf(out, "            temporal workflow list --address %s --query \"%s\"\n", cfg.TemporalAddress, query)
 	fmt.Fprintf(out, "Reconciling until Ctrl-C. Try: psql %s -c \"select * from workflow_workers\"\n", cfg.DatabaseURL)
 	<-ctx.Done()
 	return nil
@@ -116,7 +142,7 @@ func waitRunning(ctx context.Context, pool *pgxpool.Pool, queue string) error {
 	}
 }
 
-func runDemo(ctx context.Context, tc client.Client) (string, error) {
+func runDemo(ctx context.Context, tc client.Client) (string, client.WorkflowRun, error) {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	run, err := tc.ExecuteWorkflow(ctx, client.StartWorkflowOptions{
@@ -124,11 +150,11 @@ func runDemo(ctx context.Context, tc client.Client) (string, error) {
 		TaskQueue: demoQueue,
 	}, "greet", map[string]any{"name": "World"})
 	if err != nil {
-		return "", fmt.Errorf("start demo workflow: %w", err)
+		return "", nil, fmt.Errorf("start demo workflow: %w", err)
 	}
 	var result string
 	if err := run.Get(ctx, &result); err != nil {
-		return "", fmt.Errorf("demo workflow: %w", err)
+		return "", nil, fmt.Errorf("demo workflow: %w", err)
 	}
-	return result, nil
+	return result, run, nil
 }

@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"regexp"
@@ -102,7 +105,9 @@ func TestMigrateCommand(t *testing.T) {
 }
 
 // TestDevRunsTheDemo is what `make run` does on a machine with nothing configured: it
-// prints the demo workflow's result, and on Ctrl-C stops everything it started.
+// prints the demo workflow's result and the addresses of the Temporal Web UI (which
+// shows the demo run, found by its project) and of the fleet page, all answering; on
+// Ctrl-C it stops everything it started.
 func TestDevRunsTheDemo(t *testing.T) {
 	t.Parallel()
 	cli, err := devenv.FindTemporalCLI()
@@ -125,11 +130,15 @@ func TestDevRunsTheDemo(t *testing.T) {
 	lines := bufio.NewScanner(stdout)
 	var printed []string
 	var ports []string
+	urls := map[string]string{}
 	for lines.Scan() {
 		line := lines.Text()
 		printed = append(printed, line)
-		if m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(line); m != nil && len(ports) < 2 {
-			ports = append(ports, m[1])
+		if m := regexp.MustCompile(`127\.0\.0\.1:(\d+)`).FindStringSubmatch(line); m != nil && len(ports) < 3 {
+			ports = append(ports, m[1]) // PostgreSQL, Temporal, its UI
+		}
+		if m := regexp.MustCompile(`^(Temporal UI|Fleet|Demo run)\s+(http://\S+)`).FindStringSubmatch(line); m != nil {
+			urls[m[1]] = m[2]
 		}
 		if strings.HasPrefix(line, "Reconciling until Ctrl-C") {
 			break
@@ -141,8 +150,29 @@ func TestDevRunsTheDemo(t *testing.T) {
 		_ = cmd.Wait()
 		t.Fatalf("dev did not print the demo result:\n%s\nstderr:\n%s", joined, stderr.String())
 	}
-	if len(ports) != 2 {
-		t.Fatalf("dev did not print the PostgreSQL and Temporal addresses:\n%s", joined)
+	t.Logf("make run printed:\n%s", joined)
+	if len(ports) != 3 {
+		t.Fatalf("dev did not print the PostgreSQL and Temporal addresses and the UI's:\n%s", joined)
+	}
+	for _, name := range []string{"Temporal UI", "Fleet", "Demo run"} {
+		if urls[name] == "" {
+			t.Errorf("dev printed no %s URL:\n%s", name, joined)
+			continue
+		}
+		code, body := httpGet(t, urls[name])
+		if code != 200 {
+			t.Errorf("%s %s: %d %.200s", name, urls[name], code, body)
+		}
+	}
+	if m := regexp.MustCompile(`ReconcilerProjectId = '([0-9a-f-]{36})'`).FindStringSubmatch(joined); m == nil {
+		t.Errorf("dev printed no query for the demo project's runs:\n%s", joined)
+	} else if ui := urls["Temporal UI"]; ui != "" {
+		// What the UI's list shows: its own API, queried by the demo project.
+		api := strings.Replace(ui, "/namespaces/", "/api/v1/namespaces/", 1) + "?query=" + url.QueryEscape("ReconcilerProjectId = '"+m[1]+"'")
+		code, body := httpGet(t, api)
+		if code != 200 || !strings.Contains(body, "demo-greet-") {
+			t.Errorf("the Temporal UI does not list the demo run by its project: %s: %d %.300s", api, code, body)
+		}
 	}
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -156,6 +186,17 @@ func TestDevRunsTheDemo(t *testing.T) {
 			t.Errorf("port %s still listens after dev exited: a server it started was left running", port)
 		}
 	}
+}
+
+func httpGet(t *testing.T, u string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(u)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 type discard struct{}

@@ -5,20 +5,24 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
 
 // Temporal is a Temporal dev server run from the official CLI, in memory (nothing
-// survives Stop), headless, on loopback.
+// survives Stop), on loopback, headless unless asked for its Web UI.
 type Temporal struct {
 	cli     string
 	port    int
+	uiPort  int // 0: headless
 	dynamic []string
+	attrs   []string
 	persist bool
 	dir     string
 	proc    *child
@@ -33,10 +37,16 @@ type TemporalOptions struct {
 	// Persistent keeps the server's state in a database file in its folder, so that a
 	// Stop and Start keep every workflow (and the namespace).
 	Persistent bool
+	// UI serves the Temporal Web UI on a free port (see UIURL).
+	UI bool
+	// SearchAttributes are registered in the default namespace at start, as
+	// "Name=Type" (e.g. "ReconcilerProjectId=Keyword").
+	SearchAttributes []string
 }
 
 // StartTemporal starts a dev server on a free port and waits until its frontend
-// accepts connections.
+// accepts connections. A free port can be taken by another process before the server
+// binds it: a server that exits at start is tried again on other ports.
 func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error) {
 	cli := opts.CLI
 	if cli == "" {
@@ -45,6 +55,17 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 			return nil, err
 		}
 	}
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var t *Temporal
+		if t, err = startTemporalOnce(ctx, cli, opts); err == nil || !errors.Is(err, errExited) {
+			return t, err
+		}
+	}
+	return nil, err
+}
+
+func startTemporalOnce(ctx context.Context, cli string, opts TemporalOptions) (*Temporal, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -53,7 +74,13 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 	if err != nil {
 		return nil, fmt.Errorf("create temporal folder: %w", err)
 	}
-	t := &Temporal{cli: cli, port: port, dynamic: opts.DynamicConfig, persist: opts.Persistent, dir: dir}
+	t := &Temporal{cli: cli, port: port, dynamic: opts.DynamicConfig, attrs: opts.SearchAttributes, persist: opts.Persistent, dir: dir}
+	if opts.UI {
+		if t.uiPort, err = FreePort(); err != nil {
+			_ = os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	if err := t.Start(ctx); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -63,6 +90,14 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 
 // Address is the frontend's host:port.
 func (t *Temporal) Address() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(t.port)) }
+
+// UIURL is the Web UI's address ("" when headless).
+func (t *Temporal) UIURL() string {
+	if t.uiPort == 0 {
+		return ""
+	}
+	return "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(t.uiPort))
+}
 
 // Start (re)starts the server on its port. A restarted dev server has lost every
 // workflow, unless it is Persistent.
@@ -78,13 +113,21 @@ func (t *Temporal) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	args := []string{"server", "start-dev", "--headless",
+	args := []string{"server", "start-dev",
 		"--ip", "127.0.0.1",
 		"--port", strconv.Itoa(t.port),
 		"--http-port", strconv.Itoa(httpPort),
 		"--metrics-port", strconv.Itoa(metricsPort),
 		"--log-level", "error",
 		"--disable-config-file", "--disable-config-env",
+	}
+	if t.uiPort == 0 {
+		args = append(args, "--headless")
+	} else {
+		args = append(args, "--ui-ip", "127.0.0.1", "--ui-port", strconv.Itoa(t.uiPort))
+	}
+	for _, a := range t.attrs {
+		args = append(args, "--search-attribute", a)
 	}
 	for _, v := range t.dynamic {
 		args = append(args, "--dynamic-config-value", v)
@@ -99,15 +142,21 @@ func (t *Temporal) Start(ctx context.Context) error {
 	t.proc = proc
 	err = proc.waitReady(ctx, func() error {
 		conn, err := net.DialTimeout("tcp", t.Address(), time.Second)
-		if err == nil {
-			conn.Close()
+		if err != nil {
+			return err
 		}
-		return err
+		conn.Close()
+		if t.uiPort != 0 {
+			// The UI's server reaches the frontend by itself, after a backoff if it tried
+			// too early: it is ready when its API answers.
+			return uiAnswers(ctx, t.UIURL()+"/api/v1/namespaces")
+		}
+		return nil
 	})
 	if errors.Is(err, errExited) {
 		t.proc = nil
 		b, _ := os.ReadFile(filepath.Join(t.dir, "temporal.log"))
-		return fmt.Errorf("temporal dev server exited at start: %s", lastLines(b, 5))
+		return fmt.Errorf("temporal dev server %w at start: %s", errExited, firstError(b))
 	}
 	if err != nil {
 		t.Stop()
@@ -165,4 +214,34 @@ func ModuleRoot() (string, error) {
 		}
 		dir = parent
 	}
+}
+
+func uiAnswers(ctx context.Context, url string) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("temporal UI: %s", resp.Status)
+	}
+	return nil
+}
+
+// firstError is the first line of a server's log that says what went wrong (a panic's
+// message rather than the bottom of its stack), or its last lines.
+func firstError(log []byte) string {
+	for _, line := range strings.Split(string(log), "\n") {
+		l := strings.ToLower(line)
+		if strings.Contains(l, "panic:") || strings.Contains(l, "error") || strings.Contains(l, "address already in use") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return lastLines(log, 5)
 }

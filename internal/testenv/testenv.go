@@ -29,6 +29,7 @@ import (
 
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/internal/devenv"
+	"github.com/flowbuilder/reconciler/reconciler"
 )
 
 var (
@@ -345,20 +346,25 @@ func (l *Layout) adminExec(ctx context.Context, stmt string) error {
 // 5 s after their last poll and idle long polls return every 2 s, so that
 // DescribeTaskQueue tells within seconds that a stopped worker no longer polls (by
 // default a stopped poller stays listed for 5 minutes). The poll limit is raised so
-// that tests running many workers in parallel never starve.
+// that tests running many workers in parallel never starve. DescribeTaskQueue's stats
+// (the backlog) are cached for 500 ms instead of 5 s, so that a backlog test sees them
+// move within a second.
 var TemporalDynamicConfig = []string{
 	`matching.PollerHistoryTTL="5s"`,
 	`matching.longPollExpirationInterval="2s"`,
 	`frontend.namespaceCount=10000`,
+	`matching.TaskQueueInfoByBuildIdTTL="500ms"`,
 }
 
 // TemporalAddress is the shared dev server's address; the server starts on first use.
+// Its default namespace has the service's search attributes (reconciler.SearchAttributes),
+// as have the private servers' below.
 func TemporalAddress(t testing.TB) string {
 	t.Helper()
 	temporalOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		temporal, temporalErr = devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: TemporalDynamicConfig})
+		temporal, temporalErr = devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: TemporalDynamicConfig, SearchAttributes: reconciler.SearchAttributes()})
 		if temporalErr == nil {
 			temporalErr = WaitTemporalReady(ctx, temporal.Address())
 		}
@@ -388,7 +394,9 @@ func privateTemporal(t testing.TB, persistent bool, extra []string) *devenv.Temp
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{DynamicConfig: overrideConfig(TemporalDynamicConfig, extra), Persistent: persistent})
+	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{
+		DynamicConfig: overrideConfig(TemporalDynamicConfig, extra), Persistent: persistent, SearchAttributes: reconciler.SearchAttributes(),
+	})
 	if err != nil {
 		t.Fatalf("testenv: private temporal dev server: %v", err)
 	}

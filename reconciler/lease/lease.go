@@ -86,6 +86,8 @@ type Manager struct {
 	announced atomic.Bool
 	renewTick atomic.Int64
 	fenceTick atomic.Int64
+	acquired  atomic.Int64 // leases taken, since start
+	lost      atomic.Int64 // leases taken over by another replica, or given up unrenewed
 
 	startOnce, stopOnce sync.Once
 	ctx                 context.Context // of the loops (and of release retries)
@@ -193,6 +195,11 @@ func (m *Manager) ReplaceRunning(running map[uuid.UUID]bool) {
 // Counts reports how many leases this replica holds and how many replicas take part.
 func (m *Manager) Counts() (leases, replicas int) { return m.own.counts() }
 
+// Changes counts the leases this replica took and lost (taken over by another
+// replica, or given up because they could not be renewed in time) since it started:
+// churn is a sign of flapping replicas or of a replica cut off from the database.
+func (m *Manager) Changes() (acquired, lost int64) { return m.acquired.Load(), m.lost.Load() }
+
 // Acquire tries to take project id's lease. Without it, retryAt says when the current
 // holder's lease runs out. db.ErrNotFound: the project is gone.
 func (m *Manager) Acquire(ctx context.Context, id uuid.UUID) (l Lease, ok bool, retryAt time.Time, err error) {
@@ -217,6 +224,7 @@ func (m *Manager) Acquire(ctx context.Context, id uuid.UUID) (l Lease, ok bool, 
 	}
 	l = Lease{Term: row.Term, Expiry: sent.Add(m.cfg.TTL), Since: sent}
 	m.own.setLease(id, l)
+	m.acquired.Add(1)
 	return l, true, time.Time{}, nil
 }
 
@@ -347,6 +355,7 @@ func (m *Manager) renew(ctx context.Context) {
 	// The statement recorded fences OR "another replica is live now": do the same here.
 	lost, found := m.own.renewed(terms, sent, sent.Add(m.cfg.TTL), fences || len(others) > 0)
 	for _, id := range lost {
+		m.lost.Add(1)
 		m.OnLost(id, "the lease was taken over by another replica")
 	}
 	for _, id := range found {
@@ -376,6 +385,7 @@ func (m *Manager) fenceLoop(ctx context.Context) {
 			m.fenceTick.Store(now.UnixNano())
 			for _, id := range m.own.expiring(now) {
 				m.own.dropLease(id)
+				m.lost.Add(1)
 				m.OnLost(id, "the lease could not be renewed in time; stopping before another replica may take the project over")
 			}
 		}
