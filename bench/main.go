@@ -19,6 +19,7 @@ import (
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/internal/devenv"
 	"github.com/flowbuilder/reconciler/reconciler"
+	"github.com/flowbuilder/reconciler/reconciler/component"
 )
 
 type options struct {
@@ -33,6 +34,7 @@ type options struct {
 }
 
 func main() {
+	component.RunChildIfRequested() // the service's component sandboxes re-execute the bench
 	var o options
 	flag.IntVar(&o.runs, "runs", 50, "samples of the single-project latency figures")
 	flag.IntVar(&o.projects, "projects", 1000, "projects of the fleet-wide figures")
