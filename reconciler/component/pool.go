@@ -211,7 +211,7 @@ func (p *Pool) Call(ctx context.Context, project string, prog *Program, input an
 		return nil, &Error{Type: FailureCanceled, Retryable: true, Message: msg}
 	}
 	p.stats.calls.Add(1)
-	out, callErr, keep := p.run(ctx, c, prog, in, console)
+	out, callErr, keep := p.run(ctx, c, project, prog, in, console)
 	p.release(project, c, keep)
 	if callErr != nil {
 		return nil, callErr
@@ -542,14 +542,14 @@ func (c *child) exitReason() string {
 
 // run sends one call to c and waits for its answer, enforcing the limits from
 // outside. keep says whether c can serve another call.
-func (p *Pool) run(ctx context.Context, c *child, prog *Program, in []byte, console Console) (out json.RawMessage, callErr *Error, keep bool) {
+func (p *Pool) run(ctx context.Context, c *child, project string, prog *Program, in []byte, console Console) (out json.RawMessage, callErr *Error, keep bool) {
 	lim := p.cfg.Limits
 	c.nextID++
 	id := c.nextID
 	if err := c.enc.Encode(request{ID: id, Name: prog.name, Code: prog.code, Input: in, Limits: lim}); err != nil {
 		c.kill()
 		c.drain()
-		return nil, p.died(c, prog, 0), false
+		return nil, p.died(c, project, prog, 0), false
 	}
 	deadline := time.NewTimer(lim.Timeout + p.cfg.Grace)
 	defer deadline.Stop()
@@ -564,7 +564,7 @@ func (p *Pool) run(ctx context.Context, c *child, prog *Program, in []byte, cons
 		case m, ok := <-c.msgs:
 			switch {
 			case !ok:
-				return nil, p.died(c, prog, peak), false
+				return nil, p.died(c, project, prog, peak), false
 			case m.ID != id:
 			case m.Console != nil:
 				if lines < lim.MaxConsoleLines && console != nil {
@@ -581,8 +581,9 @@ func (p *Pool) run(ctx context.Context, c *child, prog *Program, in []byte, cons
 				c.kill()
 				c.drain()
 				p.stats.killedMemory.Add(1)
+				p.log.Info("component sandbox killed: memory", "project_id", project, "component", prog.name, "pid", c.pid, "rss_mib", rss>>20)
 				return nil, &Error{Type: FailureMemory, Message: fmt.Sprintf(
-					"component %s was stopped: its sandbox grew to %d MiB, past the limit of %d MiB for a call (%d MiB idle + %d MiB + %d MiB margin)",
+					"component %s was stopped: its sandbox's memory grew to %d MiB, past the limit of %d MiB for a call (%d MiB idle + %d MiB + %d MiB margin)",
 					prog.name, rss>>20, killAt>>20, c.idleRSS>>20, lim.Memory>>20, p.cfg.MemoryMargin>>20)}, false
 			}
 		case <-deadline.C:
@@ -592,6 +593,7 @@ func (p *Pool) run(ctx context.Context, c *child, prog *Program, in []byte, cons
 				return nil, &Error{Type: FailureCanceled, Retryable: true, Message: fmt.Sprintf("component %s interrupted: %s", prog.name, context.Cause(ctx))}, false
 			}
 			p.stats.killedTime.Add(1)
+			p.log.Info("component sandbox killed: time", "project_id", project, "component", prog.name, "pid", c.pid)
 			e := prog.timeout(lim.Timeout)
 			e.Message += " (its sandbox was killed: a built-in operation did not yield)"
 			return nil, e, false
@@ -604,7 +606,7 @@ func (p *Pool) run(ctx context.Context, c *child, prog *Program, in []byte, cons
 }
 
 // died describes the failure of a call whose child exited on its own.
-func (p *Pool) died(c *child, prog *Program, peak int64) *Error {
+func (p *Pool) died(c *child, project string, prog *Program, peak int64) *Error {
 	p.mu.Lock()
 	stopping := p.stopped
 	p.mu.Unlock()
@@ -613,7 +615,7 @@ func (p *Pool) died(c *child, prog *Program, peak int64) *Error {
 		return &Error{Type: FailureCanceled, Retryable: true, Message: fmt.Sprintf("component %s interrupted: the service is stopping", prog.name)}
 	}
 	p.stats.died.Add(1)
-	p.log.Warn("component sandbox died during a call", "component", prog.name, "pid", c.pid, "reason", reason, "peak_rss_mib", peak>>20)
+	p.log.Warn("component sandbox died during a call", "project_id", project, "component", prog.name, "pid", c.pid, "reason", reason, "peak_rss_mib", peak>>20)
 	if c.stderr.outOfMemory() || !c.wasKilled() && killedBySystem(c.cmd.ProcessState) {
 		return &Error{Type: FailureMemory, Message: fmt.Sprintf("component %s exhausted its sandbox's memory (limit %d MiB): %s", prog.name, p.cfg.Limits.Memory>>20, reason)}
 	}
