@@ -36,12 +36,14 @@ func TestValidateNamesEveryBadVariable(t *testing.T) {
 	c.PollInterval = 0
 	c.Concurrency = 0
 	c.LogFormat = "xml"
+	c.ComponentSandboxes = 0
+	c.ComponentMemoryMB = 1 << 20
 	c.DatabaseURL = "postgres://u:topsecret@h:port/db"
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("accepted")
 	}
-	for _, name := range []string{"RECONCILER_POLL_INTERVAL", "RECONCILER_CONCURRENCY", "RECONCILER_LOG_FORMAT", "DATABASE_URL"} {
+	for _, name := range []string{"RECONCILER_POLL_INTERVAL", "RECONCILER_CONCURRENCY", "RECONCILER_LOG_FORMAT", "RECONCILER_COMPONENT_SANDBOXES", "RECONCILER_COMPONENT_MEMORY_MB", "DATABASE_URL"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not name %s", err, name)
 		}
