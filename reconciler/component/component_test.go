@@ -192,7 +192,7 @@ func TestBuiltinCapsRefuseBeforeAllocating(t *testing.T) {
 			if failureType(err) != "RangeError" || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v (%s), want a RangeError saying %q", err, failureType(err), c.want)
 			}
-			if took := time.Since(began); took > time.Second {
+			if took := time.Since(began); took > 5*time.Second { // refused, not run until a limit
 				t.Errorf("took %s", took)
 			}
 		})

@@ -230,7 +230,7 @@ func (p *Pool) Call(ctx context.Context, project string, prog *Program, input an
 type PoolStats struct {
 	Calls        int64 // calls that got a sandbox
 	Started      int64 // children started (including replacements)
-	KilledTime   int64 // children killed at Timeout + Grace
+	KilledTime   int64 // children killed at Timeout + Grace (or when a cancelled call did not stop)
 	KilledMemory int64 // children killed for their resident memory
 	Died         int64 // children that died by themselves during a call
 	Recycled     int64 // children replaced after MaxCallsPerChild calls or growing
@@ -422,8 +422,11 @@ func (p *Pool) startChild() (*child, error) {
 		"GOMEMLIMIT=" + strconv.FormatInt(lim.Memory+p.cfg.MemoryMargin/2+minMemorySlack, 10),
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{
-		Pdeathsig: syscall.SIGKILL, // dies with the service
-		Setpgid:   true,            // but not with a Ctrl-C meant for it: the service drains first
+		// Dies with the service. (Linux sends it when the thread that started the child
+		// ends; the Go runtime keeps its threads, and a child whose standard input
+		// closes exits after its call anyway.)
+		Pdeathsig: syscall.SIGKILL,
+		Setpgid:   true, // but not with a Ctrl-C meant for the service: it drains first
 	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -551,7 +554,8 @@ func (p *Pool) run(ctx context.Context, c *child, project string, prog *Program,
 		c.drain()
 		return nil, p.died(c, project, prog, 0), false
 	}
-	deadline := time.NewTimer(lim.Timeout + p.cfg.Grace)
+	killAfter := time.Now().Add(lim.Timeout + p.cfg.Grace)
+	deadline := time.NewTimer(time.Until(killAfter))
 	defer deadline.Stop()
 	watch := time.NewTicker(watchInterval)
 	defer watch.Stop()
@@ -589,10 +593,10 @@ func (p *Pool) run(ctx context.Context, c *child, project string, prog *Program,
 		case <-deadline.C:
 			c.kill()
 			c.drain()
+			p.stats.killedTime.Add(1)
 			if ctx.Err() != nil {
 				return nil, &Error{Type: FailureCanceled, Retryable: true, Message: fmt.Sprintf("component %s interrupted: %s", prog.name, context.Cause(ctx))}, false
 			}
-			p.stats.killedTime.Add(1)
 			p.log.Info("component sandbox killed: time", "project_id", project, "component", prog.name, "pid", c.pid)
 			e := prog.timeout(lim.Timeout)
 			e.Message += " (its sandbox was killed: a built-in operation did not yield)"
@@ -600,7 +604,9 @@ func (p *Pool) run(ctx context.Context, c *child, project string, prog *Program,
 		case <-done:
 			done = nil
 			_ = c.enc.Encode(request{ID: id, Cancel: true})
-			deadline.Reset(cancelGrace)
+			if soon := time.Now().Add(cancelGrace); soon.Before(killAfter) {
+				deadline.Reset(cancelGrace) // the child interrupts the call; if a native loop holds it, it is killed
+			}
 		}
 	}
 }
