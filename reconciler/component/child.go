@@ -185,7 +185,6 @@ func serve(in io.Reader, out io.Writer) int {
 		<-watched
 		cancel(nil)
 		send(res)
-		rt = nil
 		if heapObjects() > freeAfter {
 			debug.FreeOSMemory() // what a big call left is garbage: give it back
 		}

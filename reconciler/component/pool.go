@@ -441,6 +441,10 @@ func (p *Pool) startChild() (*child, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", p.exe, err)
 	}
+	// Lower the new process's priority at once, so that even its first start-up (before
+	// it lowers its own, see child.go) yields to the service. Best effort: threads it
+	// has already made keep theirs until it re-executes itself.
+	_ = syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, p.cfg.Nice)
 	c := &child{cmd: cmd, pid: cmd.Process.Pid, stdin: stdin, enc: json.NewEncoder(stdin), msgs: make(chan response), stderr: tail, killed: make(chan struct{})}
 	p.stats.started.Add(1)
 	p.wg.Add(1)
