@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	enumspb "go.temporal.io/api/enums/v1"
 	"go.temporal.io/sdk/client"
+	"go.temporal.io/sdk/temporal"
 
 	"github.com/flowbuilder/reconciler/internal/testenv"
 	"github.com/flowbuilder/reconciler/reconciler"
@@ -56,7 +57,7 @@ func TestHostileComponentsLeaveTheServiceWhole(t *testing.T) {
 
 	type hostileCase struct {
 		name, code, workflow string
-		typ, text            string
+		typ, text            string // typ may list types separated by |
 	}
 	cases := []hostileCase{
 		{"typed40", `function typed40() { return new Uint8Array(40e9).length }`, "once", "RangeError", "would allocate 40000000000 bytes"},
@@ -66,7 +67,8 @@ func TestHostileComponentsLeaveTheServiceWhole(t *testing.T) {
 		{"doubling", `function doubling() { let s = "x"; for (;;) s += s }`, "default", component.FailureMemory, "memory"},
 		{"flood", `function flood() { const o = {}; for (let i = 0; ; i++) o["k" + i] = {i, s: "v" + i} }`, "default", component.FailureMemory, "memory"},
 		{"spin", `function spin() { while (true) {} }`, "default", component.FailureTimeout, "ran longer than 8s"},
-		{"bigpow", `function bigpow() { return typeof (10n ** 40000000n) }`, "default", component.FailureTimeout, "sandbox was killed"},
+		// A native loop that also holds about 70 MiB: the kill for time or for memory comes first.
+		{"bigpow", `function bigpow() { return typeof (10n ** 40000000n) }`, "default", component.FailureTimeout + "|" + component.FailureMemory, "was stopped"},
 		{"bigshift", `function bigshift() { return typeof (1n << 40000000000n) }`, "default", component.FailureMemory, "out of memory"},
 	}
 	hostile, hq := project(t, db.Pool)
@@ -132,7 +134,12 @@ func TestHostileComponentsLeaveTheServiceWhole(t *testing.T) {
 		waitCtx, cancel := context.WithTimeout(ctx, 60*time.Second)
 		err = run.Get(waitCtx, nil)
 		cancel()
-		app := failureOfType(err, c.typ)
+		var app *temporal.ApplicationError
+		for _, typ := range strings.Split(c.typ, "|") {
+			if app == nil {
+				app = failureOfType(err, typ)
+			}
+		}
 		if app == nil {
 			t.Errorf("%s: got %v, want a %s failure", c.name, err, c.typ)
 			continue
@@ -148,7 +155,7 @@ func TestHostileComponentsLeaveTheServiceWhole(t *testing.T) {
 				t.Errorf("%s: %d attempts under the default retry policy, want 1", c.name, n)
 			}
 		}
-		t.Logf("%-9s %-20s after %6s: %s", c.name, c.typ, time.Since(began).Round(time.Millisecond), app.Error())
+		t.Logf("%-9s %-20s after %6s: %s", c.name, app.Type(), time.Since(began).Round(time.Millisecond), app.Error())
 	}
 	close(stop)
 	wg.Wait()
@@ -181,8 +188,8 @@ func TestHostileComponentsLeaveTheServiceWhole(t *testing.T) {
 		}
 		return ok, why
 	})
-	if s := svc.ComponentSandboxes(); s.KilledTime == 0 || s.KilledMemory+s.Died == 0 {
-		t.Errorf("expected sandboxes killed for time and memory: %+v", s)
+	if s := svc.ComponentSandboxes(); s.KilledMemory+s.Died == 0 {
+		t.Errorf("expected sandboxes killed for memory: %+v", s) // for time: TestSandboxHostileCode
 	}
 }
 

@@ -212,7 +212,7 @@ func (p *Program) runIn(ctx context.Context, rt *jsRuntime, in string, console C
 	if lim.Memory > 0 {
 		go guardMemory(done, lim.Memory, func(grew int64) {
 			vm.Interrupt(&Error{Type: FailureMemory,
-				Message: fmt.Sprintf("component %s was stopped: the heap grew by %d MiB while it ran (limit %d MiB)", p.name, grew>>20, lim.Memory>>20)})
+				Message: fmt.Sprintf("component %s was stopped: its heap grew by %d MiB while it ran, past its memory limit of %d MiB", p.name, grew>>20, lim.Memory>>20)})
 		})
 	}
 

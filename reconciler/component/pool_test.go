@@ -115,9 +115,10 @@ func TestSandboxCallsBehaveLikeInProcessCalls(t *testing.T) {
 func TestSandboxHostileCode(t *testing.T) {
 	lim := testLimits()
 	lim.Timeout = 2 * time.Second
-	lim.Memory = 32 << 20
+	lim.Memory = 256 << 20 // 10n ** 40000000n holds about 70 MiB while it runs: let time stop it
 	short := startPool(t, PoolConfig{Size: 2, Limits: lim, Grace: 300 * time.Millisecond})
 	lim.Timeout = time.Minute
+	lim.Memory = 32 << 20
 	long := startPool(t, PoolConfig{Size: 2, Limits: lim})
 	for _, p := range []*Pool{short, long} {
 		eventually(t, 30*time.Second, "children did not start", func() bool { return p.Stats().Idle == 2 })
