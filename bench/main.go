@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/internal/devenv"
 	"github.com/flowbuilder/reconciler/reconciler"
+	"github.com/flowbuilder/reconciler/reconciler/component"
 )
 
 type options struct {
@@ -31,9 +34,11 @@ type options struct {
 	binary   string
 	out      string
 	profile  string
+	only     string
 }
 
 func main() {
+	component.RunChildIfRequested() // the service's component sandboxes re-execute the bench
 	var o options
 	flag.IntVar(&o.runs, "runs", 50, "samples of the single-project latency figures")
 	flag.IntVar(&o.projects, "projects", 1000, "projects of the fleet-wide figures")
@@ -44,6 +49,7 @@ func main() {
 	flag.StringVar(&o.binary, "binary", "bin/reconciler", "the reconciler binary, for the SIGTERM figure")
 	flag.StringVar(&o.out, "out", "bench/results.md", "where to write the results")
 	flag.StringVar(&o.profile, "cpuprofile", "", "write a CPU profile of the first fleet start (the in-process service) to this file")
+	flag.StringVar(&o.only, "only", "", "run only these steps (comma-separated, e.g. tenants; the service is always started)")
 	flag.Parse()
 	ctx, stop := signalContext()
 	defer stop()
@@ -126,15 +132,22 @@ func run(ctx context.Context, o options) error {
 		{"service", b.startService},
 		{"desired -> running", b.desiredToRunning},
 		{"compile -> serving", b.compileToServing},
+		{"tenants", b.tenants},
 		{"fleet", b.fleet},
 		{"resync", b.resync},
 		{"sigterm", b.sigterm},
 		{"scale", b.scale},
 	}
 	for _, s := range steps {
+		if o.only != "" && s.name != "service" && !slices.Contains(strings.Split(o.only, ","), s.name) {
+			continue
+		}
 		if err := s.fn(ctx); err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
+	}
+	if b.svc != nil {
+		b.svc.Stop() // when the sigterm step did not run
 	}
 	b.note(fmt.Sprintf("whole run: %s", time.Since(began).Round(time.Second)))
 	return b.report(ctx)

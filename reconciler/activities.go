@@ -126,7 +126,7 @@ func (pw *projectWorker) callComponent(ctx context.Context, name string, c *serv
 	}
 	info := activity.GetInfo(ctx)
 	log := pw.log.With("component", name, "workflow_id", info.WorkflowExecution.ID, "attempt", info.Attempt)
-	out, err := c.program.Call(ctx, input, pw.shared.limits, func(level, msg string) {
+	out, err := pw.shared.components.Call(ctx, pw.project.String(), c.program, input, func(level, msg string) {
 		switch level {
 		case "error":
 			log.Error("component console", "message", msg)

@@ -92,7 +92,7 @@ func TestHostileComponentsFailOnlyTheirOwnActivity(t *testing.T) {
 		text     string
 	}{
 		{"call_spin", nil, component.FailureTimeout, "ran longer than 5s"},
-		{"call_hog", nil, component.FailureMemory, "heap grew"},
+		{"call_hog", nil, component.FailureMemory, "grew"},
 		{"call_big", nil, "RangeError", "would build a string over"},
 		{"call_escape", "require", "ReferenceError", "require is not defined"},
 		{"call_escape", "process", "ReferenceError", "process is not defined"},

@@ -116,8 +116,13 @@ type Config struct {
 	HTTPTimeout time.Duration `envconfig:"RECONCILER_HTTP_TIMEOUT"`
 	// ComponentTimeout interrupts a JavaScript component call.
 	ComponentTimeout time.Duration `envconfig:"RECONCILER_COMPONENT_TIMEOUT"`
-	// ComponentMemoryMB is how far the heap may grow during one component call.
+	// ComponentMemoryMB bounds the memory of one component call: its sandbox is stopped
+	// when its heap grows by more, and killed when its resident memory passes its idle
+	// size plus 1.5 times this (see component.Pool).
 	ComponentMemoryMB int `envconfig:"RECONCILER_COMPONENT_MEMORY_MB"`
+	// ComponentSandboxes is the number of sandbox processes that run component calls,
+	// each one call at a time; a project gets at most all but one of them at once.
+	ComponentSandboxes int `envconfig:"RECONCILER_COMPONENT_SANDBOXES"`
 
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `envconfig:"RECONCILER_LOG_LEVEL"`
@@ -168,6 +173,7 @@ func DefaultConfig() Config {
 		HTTPTimeout:            30 * time.Second,
 		ComponentTimeout:       10 * time.Second,
 		ComponentMemoryMB:      128,
+		ComponentSandboxes:     component.DefaultPoolSize(),
 		LogLevel:               "info",
 		LogFormat:              "text",
 		TemporalLogLevel:       "warn",
@@ -278,8 +284,11 @@ func (c Config) Validate() error {
 	}
 	positive("RECONCILER_HTTP_TIMEOUT", c.HTTPTimeout)
 	positive("RECONCILER_COMPONENT_TIMEOUT", c.ComponentTimeout)
-	if c.ComponentMemoryMB < 1 {
-		bad("RECONCILER_COMPONENT_MEMORY_MB", "must be at least 1, got %d", c.ComponentMemoryMB)
+	if c.ComponentMemoryMB < 1 || c.ComponentMemoryMB > 16<<10 {
+		bad("RECONCILER_COMPONENT_MEMORY_MB", "must be between 1 and 16384, got %d", c.ComponentMemoryMB)
+	}
+	if c.ComponentSandboxes < 1 || c.ComponentSandboxes > 1024 {
+		bad("RECONCILER_COMPONENT_SANDBOXES", "must be between 1 and 1024, got %d", c.ComponentSandboxes)
 	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("RECONCILER_LOG_LEVEL", "%s", err)
@@ -317,6 +326,10 @@ func (c Config) componentLimits() component.Limits {
 	l.Timeout = c.ComponentTimeout
 	l.Memory = int64(c.ComponentMemoryMB) << 20
 	return l
+}
+
+func (c Config) componentPool(log *slog.Logger) component.PoolConfig {
+	return component.PoolConfig{Size: c.ComponentSandboxes, Limits: c.componentLimits(), Log: log}
 }
 
 // NewLogger builds the process logger from LogLevel and LogFormat.

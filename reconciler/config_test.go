@@ -38,13 +38,15 @@ func TestValidateNamesEveryBadVariable(t *testing.T) {
 	c.LogFormat = "xml"
 	c.BacklogSampleRate = -1
 	c.BacklogSampleInterval = 0
+	c.ComponentSandboxes = 0
+	c.ComponentMemoryMB = 1 << 20
 	c.DatabaseURL = "postgres://u:topsecret@h:port/db"
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("accepted")
 	}
 	for _, name := range []string{"RECONCILER_POLL_INTERVAL", "RECONCILER_CONCURRENCY", "RECONCILER_LOG_FORMAT", "DATABASE_URL",
-		"RECONCILER_BACKLOG_SAMPLE_RATE", "RECONCILER_BACKLOG_SAMPLE_INTERVAL"} {
+		"RECONCILER_BACKLOG_SAMPLE_RATE", "RECONCILER_BACKLOG_SAMPLE_INTERVAL", "RECONCILER_COMPONENT_SANDBOXES", "RECONCILER_COMPONENT_MEMORY_MB"} {
 		if !strings.Contains(err.Error(), name) {
 			t.Errorf("error %q does not name %s", err, name)
 		}

@@ -72,4 +72,13 @@
 // upserts them next, so a namespace without them never fails a workflow task. Changing the
 // interpreter's behaviour for existing histories needs workflow.GetVersion and new
 // replay histories (TestRecordHistories).
+//
+// # Components
+//
+// Tenant JavaScript never runs in this process. Every project's worker calls its
+// components through one component.Pool (a part like the others, stopped after the
+// workers): sandbox processes, the service's binary re-executed, that the pool kills
+// when a call overruns its time or memory and hands out in turns between projects, at
+// most all but one to a project. A sandbox that dies fails one activity, not the
+// service (see package component).
 package reconciler

@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	sdkmetrics "go.temporal.io/sdk/client"
+
+	"github.com/flowbuilder/reconciler/reconciler/component"
 )
 
 // metrics are the service's Prometheus metrics. Per-project labels can be dropped for
@@ -380,4 +382,39 @@ func sanitize(s string) string {
 		}
 	}
 	return string(b)
+}
+
+// sandboxCollector reports the component sandboxes (component.Pool).
+type sandboxCollector struct {
+	stats                            func() component.PoolStats
+	children, waiting, ends, started *prometheus.Desc
+}
+
+func newSandboxCollector(stats func() component.PoolStats) *sandboxCollector {
+	return &sandboxCollector{
+		stats:    stats,
+		children: prometheus.NewDesc("reconciler_component_sandboxes", "Component sandbox processes by state: idle, busy.", []string{"state"}, nil),
+		waiting:  prometheus.NewDesc("reconciler_component_calls_waiting", "Component calls waiting for a sandbox.", nil, nil),
+		started:  prometheus.NewDesc("reconciler_component_sandboxes_started_total", "Component sandbox processes started, replacements included.", nil, nil),
+		ends: prometheus.NewDesc("reconciler_component_sandbox_ends_total",
+			"Component sandboxes ended during or after a call: timeout (killed at the time limit), memory (killed past the memory limit), died (exited by themselves), recycled (replaced after many calls or growing).", []string{"reason"}, nil),
+	}
+}
+
+func (c *sandboxCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.children
+	ch <- c.waiting
+	ch <- c.started
+	ch <- c.ends
+}
+
+func (c *sandboxCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.stats()
+	ch <- prometheus.MustNewConstMetric(c.children, prometheus.GaugeValue, float64(s.Idle), "idle")
+	ch <- prometheus.MustNewConstMetric(c.children, prometheus.GaugeValue, float64(s.Live-s.Idle), "busy")
+	ch <- prometheus.MustNewConstMetric(c.waiting, prometheus.GaugeValue, float64(s.Waiting))
+	ch <- prometheus.MustNewConstMetric(c.started, prometheus.CounterValue, float64(s.Started))
+	for reason, n := range map[string]int64{"timeout": s.KilledTime, "memory": s.KilledMemory, "died": s.Died, "recycled": s.Recycled} {
+		ch <- prometheus.MustNewConstMetric(c.ends, prometheus.CounterValue, float64(n), reason)
+	}
 }

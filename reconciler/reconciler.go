@@ -17,14 +17,16 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/flowbuilder/reconciler/db"
+	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/egress"
 	"github.com/flowbuilder/reconciler/reconciler/lease"
 )
 
 // Reconciler runs one Temporal worker per project whose desired_status is running.
 // It assembles the parts, each with its own start and stop (see doc.go for the model):
-// the ops listener, the janitor, the lease manager, the row writer, the reconciles
-// (queue and driver), the listener, the resyncer and the heartbeater.
+// the ops listener, the component sandboxes, the janitor, the lease manager, the row
+// writer, the reconciles (queue and driver), the listener, the resyncer and the
+// heartbeater.
 type Reconciler struct {
 	cfg  Config
 	log  *slog.Logger
@@ -99,7 +101,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 			MaxResponseBytes: cfg.HTTPMaxResponseBytes,
 			DefaultTimeout:   cfg.HTTPTimeout,
 		}),
-		limits: cfg.componentLimits(),
+		components: component.NewPool(cfg.componentPool(log)),
 	}
 	r.search = &searchIndex{temporal: tc, namespace: cfg.TemporalNamespace, log: log, available: r.metrics.searchAttributes}
 	r.shared.search = r.search
@@ -160,6 +162,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		leaseChanges: r.leases.Changes,
 		limited:      r.workers.Limited,
 	}))
+	r.metrics.registry.MustRegister(newSandboxCollector(r.shared.components.Stats))
 	return r, nil
 }
 
@@ -172,6 +175,11 @@ func (r *Reconciler) Start(ctx context.Context) error {
 	err := errors.New("reconciler already started")
 	r.startOnce.Do(func() {
 		if err = r.ops.Start(ctx); err != nil {
+			r.shared.temporal.Close()
+			return
+		}
+		if err = r.shared.components.Start(ctx); err != nil {
+			r.ops.Stop()
 			r.shared.temporal.Close()
 			return
 		}
@@ -231,6 +239,7 @@ func (r *Reconciler) Stop() {
 		for _, part := range []interface{ Stop() }{r.backlog, r.listener, r.resyncer, r.beats, r.recovery, r.checker, r.janitor, r.leases, r.search} {
 			part.Stop()
 		}
+		r.shared.components.Stop() // after the workers: their last calls had their sandboxes
 		r.leases.Leave(ctx)
 		if err := r.rows.Flush(ctx); err != nil {
 			r.log.Error("worker rows not written at shutdown", "error", err, "pending", r.rows.Pending())
@@ -296,6 +305,9 @@ func (r *Reconciler) Ready(ctx context.Context) (map[string]string, bool) {
 	}
 	return checks, ready
 }
+
+// ComponentSandboxes describes the sandbox processes that run component calls.
+func (r *Reconciler) ComponentSandboxes() component.PoolStats { return r.shared.components.Stats() }
 
 // ListenerDelivers says whether the listener is caught up: a notification sent now
 // would arrive, and the resync that follows its last connect is done (what changed

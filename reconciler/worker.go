@@ -74,12 +74,12 @@ func (pw *projectWorker) setPollProblem(msg string, since time.Time) bool {
 // definition cache, the guarded HTTP client and the component limits. None of it
 // carries state from one project to another.
 type shared struct {
-	temporal client.Client
-	cfg      Config
-	defs     *definitionCache
-	http     *egress.Client
-	limits   component.Limits
-	search   *searchIndex // which search attributes runs set (nil: none)
+	temporal   client.Client
+	cfg        Config
+	defs       *definitionCache
+	http       *egress.Client
+	components *component.Pool // where component calls run
+	search     *searchIndex    // which search attributes runs set (nil: none)
 }
 
 // pinned is recorded in a run's history (a SideEffect) when it starts: the run uses

@@ -8,9 +8,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/flowbuilder/reconciler/reconciler/component"
 )
 
 func main() {
+	component.RunChildIfRequested() // a component sandbox started by this binary, when asked
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	go func() {
 		<-ctx.Done()

@@ -30,6 +30,7 @@ import (
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/internal/devenv"
 	"github.com/flowbuilder/reconciler/reconciler"
+	"github.com/flowbuilder/reconciler/reconciler/component"
 )
 
 var (
@@ -104,8 +105,10 @@ var supabaseDatabase = []string{
 const templateDB = "reconciler_template"
 
 // Main starts PostgreSQL, runs the package's tests, stops what was started, checks that
-// no goroutine leaked and exits.
+// no goroutine leaked and exits. A test binary started as a component sandbox (the
+// services under test re-execute it) serves as one instead.
 func Main(m *testing.M) {
+	component.RunChildIfRequested()
 	os.Exit(run(m))
 }
 

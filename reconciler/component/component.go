@@ -1,17 +1,22 @@
 // Package component runs the builder's custom activities: JavaScript, in goja.
 //
-// Every call gets a fresh interpreter, so nothing survives between calls, between
-// workflows or between projects. The interpreter has no file system, network, process,
-// module loader or timers: only the ECMAScript built-ins and a console that writes to the
-// worker's log. A call is bounded by a time limit that really interrupts the script
-// (including `while (true) {}`), by a call-stack depth, by size limits on the built-ins
-// that allocate in one step (String.prototype.repeat, padStart, padEnd) and by a memory
-// guard that interrupts a call while the process's live heap grows past the limit.
+// Tenant code never runs in the service's process. A Pool keeps sandbox processes (the
+// service's own binary re-executed in a hidden mode, see RunChildIfRequested), hands
+// them out fairly between projects and runs one call at a time in each; the parent
+// kills a child whose call overruns its time limit or whose memory grows past its
+// limit, so that no input, not even one that crashes the Go runtime, can take the
+// service down or starve it. See pool.go and child.go.
 //
-// The memory guard measures the process, not the call: goja cannot account memory per
-// interpreter. A call that runs while other code of the process retains more than the
-// limit can be interrupted with it; its activity then fails with ComponentMemoryLimit
-// and is retried by its node's retry policy.
+// Inside a child, every call gets a fresh interpreter (Program.Call), so nothing
+// survives between calls, between workflows or between projects. The interpreter has no
+// file system, network, process, module loader or timers: only the ECMAScript built-ins
+// and a console whose lines reach the worker's log. A call is bounded by a time limit
+// that really interrupts the script (including `while (true) {}`), by a call-stack
+// depth, by caps on the built-ins that allocate or loop in one native step (typed
+// arrays and array buffers, generic array methods, join, repeat, padStart, padEnd) and
+// by a memory guard that interrupts the call once the child's live heap has grown past
+// the limit. What these cannot stop (a native loop, a one-step allocation) the parent
+// stops by killing the child.
 package component
 
 import (
@@ -22,11 +27,13 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/dlclark/regexp2/v2"
 	"github.com/dop251/goja"
+	"github.com/dop251/goja/parser"
 )
 
 func init() {
@@ -39,9 +46,11 @@ func init() {
 type Limits struct {
 	// Timeout interrupts the script.
 	Timeout time.Duration
-	// Memory is how far the process's live heap may grow while the call runs.
+	// Memory is how far the live heap may grow while the call runs; it is also the
+	// budget of the typed arrays and array buffers one call may allocate, and sets the
+	// longest array a generic array method may walk (Memory/16 elements).
 	Memory int64
-	// MaxStringBytes caps the strings repeat/padStart/padEnd may build.
+	// MaxStringBytes caps the strings repeat/padStart/padEnd/join may build.
 	MaxStringBytes int
 	// MaxOutputBytes caps the JSON of the result.
 	MaxOutputBytes int
@@ -58,25 +67,30 @@ var DefaultLimits = Limits{
 	MaxConsoleLines: 200,
 }
 
+// maxStackDepth bounds JavaScript recursion (RangeError beyond it).
+const maxStackDepth = 2000
+
 // Failure types of a call, as Temporal application error types. A `throw` fails with
 // the thrown error's name (Error, TypeError, or a custom name), so that retry policies
-// can list it in non_retryable_errors.
+// can list it in non_retryable_errors. A call that ran out of time or memory would do
+// the same again (components have no I/O): those failures are not retryable.
 const (
 	FailureTimeout     = "ComponentTimeout"
 	FailureMemory      = "ComponentMemoryLimit"
 	FailureInvalid     = "ComponentInvalid" // does not compile or defines no such function
 	FailureOutput      = "ComponentOutputInvalid"
 	FailureUnsettled   = "ComponentPromiseUnsettled"
-	FailureCanceled    = "ComponentCanceled"
+	FailureCanceled    = "ComponentCanceled" // the activity ended (cancelled, timed out) first
+	FailureCrashed     = "ComponentCrashed"  // the sandbox died for a reason that is not the call's
 	defaultThrownError = "Error"
 )
 
 // Error is a failed call.
 type Error struct {
-	Type      string // one of the Failure* types, or the thrown error's name
-	Message   string
-	Stack     string
-	Retryable bool
+	Type      string `json:"type"` // one of the Failure* types, or the thrown error's name
+	Message   string `json:"message"`
+	Stack     string `json:"stack,omitempty"`
+	Retryable bool   `json:"retryable,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -84,42 +98,110 @@ func (e *Error) Error() string { return e.Message }
 // Console receives console.log and friends: level is debug, info, warn or error.
 type Console func(level, message string)
 
-// Program is a component's compiled code.
+// Program is a component's code, its syntax checked.
 type Program struct {
 	name string
-	prog *goja.Program
+	code string
+
+	once     sync.Once
+	compiled *goja.Program
+	err      error
 }
 
-// Compile checks the syntax of a component's code.
+// Compile checks the syntax of a component's code. It only parses: goja's compiler
+// evaluates constant expressions, so compiling `1n << 40000000000n` allocates 5 GB
+// and `10n ** 40000000n` takes 20 s; tenant code is compiled where it runs, in a
+// sandbox child. (The few errors only the compiler finds, such as a redeclared `let`,
+// fail the calls with ComponentInvalid instead.)
 func Compile(name, code string) (*Program, error) {
-	prog, err := goja.Compile(name+".js", code, false)
-	if err != nil {
+	if _, err := parser.ParseFile(nil, name+".js", code, 0); err != nil {
 		return nil, fmt.Errorf("component %s does not compile: %s", name, oneLine(err.Error()))
 	}
-	return &Program{name: name, prog: prog}, nil
+	return &Program{name: name, code: code}, nil
 }
 
-// Call runs the component's function with input (a JSON value) and returns its result
-// (a JSON value). A returned promise is awaited.
+// compile compiles the code once. Only a sandbox child (or a test) should: see Compile.
+func (p *Program) compile() (*goja.Program, error) {
+	p.once.Do(func() {
+		p.compiled, p.err = goja.Compile(p.name+".js", p.code, false)
+		if p.err != nil {
+			p.err = &Error{Type: FailureInvalid, Message: fmt.Sprintf("component %s does not compile: %s", p.name, oneLine(p.err.Error()))}
+		}
+	})
+	return p.compiled, p.err
+}
+
+// Name is the component's name (the function it calls).
+func (p *Program) Name() string { return p.name }
+
+// Call runs the component's function in this process with input (a JSON value) and
+// returns its result (a JSON value). A returned promise is awaited. This is what a
+// sandbox child does for each call; the service calls components through a Pool,
+// since nothing bounds in this process what one native step allocates.
 func (p *Program) Call(ctx context.Context, input any, lim Limits, console Console) (any, error) {
 	in, err := json.Marshal(input)
 	if err != nil {
 		return nil, &Error{Type: FailureOutput, Message: fmt.Sprintf("input is not JSON: %s", err)}
 	}
-	vm := goja.New()
-	vm.SetMaxCallStackSize(2000)
-	installConsole(vm, p.name, console, lim.MaxConsoleLines)
-	if err := limitBuiltins(vm, lim.MaxStringBytes); err != nil {
+	out, err := p.run(ctx, string(in), lim, console)
+	if err != nil || out == "" {
 		return nil, err
 	}
+	var v any
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		return nil, &Error{Type: FailureOutput, Message: fmt.Sprintf("component %s returned a value that is not JSON: %s", p.name, err)}
+	}
+	return v, nil
+}
+
+// run calls the function with in (JSON text) in a fresh runtime and returns its
+// result as JSON text ("" for undefined and null).
+func (p *Program) run(ctx context.Context, in string, lim Limits, console Console) (string, error) {
+	rt, err := newRuntime(lim)
+	if err != nil {
+		return "", err
+	}
+	return p.runIn(ctx, rt, in, console)
+}
+
+// jsRuntime is a fresh interpreter with the console and the caps installed, ready
+// for one call. Preparing one costs most of a trivial call (the caps materialise the
+// built-ins' prototypes), so a sandbox child prepares the next while it is idle.
+type jsRuntime struct {
+	vm      *goja.Runtime
+	lim     Limits
+	console Console // where this call's console lines go
+	used    bool
+}
+
+func newRuntime(lim Limits) (*jsRuntime, error) {
+	rt := &jsRuntime{vm: goja.New(), lim: lim}
+	rt.vm.SetMaxCallStackSize(maxStackDepth)
+	installConsole(rt.vm, func(level, msg string) {
+		if rt.console != nil {
+			rt.console(level, msg)
+		}
+	}, lim.MaxConsoleLines)
+	if err := limitBuiltins(rt.vm, lim); err != nil {
+		return nil, err
+	}
+	return rt, nil
+}
+
+// runIn is run in a prepared runtime, which it uses up.
+func (p *Program) runIn(ctx context.Context, rt *jsRuntime, in string, console Console) (string, error) {
+	if rt.used {
+		return "", errors.New("component: a runtime serves one call")
+	}
+	rt.used, rt.console = true, console
+	vm, lim := rt.vm, rt.lim
 
 	// Everything that can interrupt the script: the time limit, the activity's
 	// cancellation and the memory guard. Interrupt is safe from any goroutine.
 	done := make(chan struct{})
 	defer close(done)
 	timer := time.AfterFunc(lim.Timeout, func() {
-		vm.Interrupt(&Error{Type: FailureTimeout, Retryable: true,
-			Message: fmt.Sprintf("component %s ran longer than %s and was stopped", p.name, lim.Timeout)})
+		vm.Interrupt(p.timeout(lim.Timeout))
 	})
 	defer timer.Stop()
 	stopCancel := context.AfterFunc(ctx, func() {
@@ -129,63 +211,69 @@ func (p *Program) Call(ctx context.Context, input any, lim Limits, console Conso
 	defer stopCancel()
 	if lim.Memory > 0 {
 		go guardMemory(done, lim.Memory, func(grew int64) {
-			vm.Interrupt(&Error{Type: FailureMemory, Retryable: true,
-				Message: fmt.Sprintf("component %s was stopped: the heap grew by %d MiB while it ran (limit %d MiB)", p.name, grew>>20, lim.Memory>>20)})
+			vm.Interrupt(&Error{Type: FailureMemory,
+				Message: fmt.Sprintf("component %s was stopped: its heap grew by %d MiB while it ran, past its memory limit of %d MiB", p.name, grew>>20, lim.Memory>>20)})
 		})
 	}
 
-	if _, err := vm.RunProgram(p.prog); err != nil {
-		return nil, p.failure(err)
+	prog, err := p.compile()
+	if err != nil {
+		return "", err
+	}
+	if _, err := vm.RunProgram(prog); err != nil {
+		return "", p.failure(err)
 	}
 	fn, ok := goja.AssertFunction(vm.Get(p.name))
 	if !ok {
-		return nil, &Error{Type: FailureInvalid, Message: fmt.Sprintf("component %s: the code does not define a function named %s", p.name, p.name)}
+		return "", &Error{Type: FailureInvalid, Message: fmt.Sprintf("component %s: the code does not define a function named %s", p.name, p.name)}
 	}
 	parse, _ := goja.AssertFunction(vm.Get("JSON").ToObject(vm).Get("parse"))
-	arg, err := parse(goja.Undefined(), vm.ToValue(string(in)))
+	arg, err := parse(goja.Undefined(), vm.ToValue(in))
 	if err != nil {
-		return nil, p.failure(err)
+		return "", p.failure(err)
 	}
 	res, err := fn(goja.Undefined(), arg)
 	if err != nil {
-		return nil, p.failure(err)
+		return "", p.failure(err)
 	}
 	if promise, ok := res.Export().(*goja.Promise); ok {
 		switch promise.State() {
 		case goja.PromiseStateFulfilled:
 			res = promise.Result()
 		case goja.PromiseStateRejected:
-			return nil, p.thrown(promise.Result())
+			return "", p.thrown(promise.Result())
 		default:
-			return nil, &Error{Type: FailureUnsettled, Message: fmt.Sprintf("component %s returned a promise that never settles (there are no timers or I/O to wait for)", p.name)}
+			return "", &Error{Type: FailureUnsettled, Message: fmt.Sprintf("component %s returned a promise that never settles (there are no timers or I/O to wait for)", p.name)}
 		}
 	}
 	return p.output(vm, res, lim.MaxOutputBytes)
 }
 
-// output turns the script's result into a JSON value through JSON.stringify, so that
+// timeout is the failure of a call that ran longer than limit.
+func (p *Program) timeout(limit time.Duration) *Error {
+	return &Error{Type: FailureTimeout,
+		Message: fmt.Sprintf("component %s ran longer than %s and was stopped", p.name, limit)}
+}
+
+// output turns the script's result into JSON text through JSON.stringify, so that
 // what the workflow sees is exactly what JavaScript would serialise.
-func (p *Program) output(vm *goja.Runtime, v goja.Value, max int) (any, error) {
+func (p *Program) output(vm *goja.Runtime, v goja.Value, max int) (string, error) {
 	if v == nil || goja.IsUndefined(v) || goja.IsNull(v) {
-		return nil, nil
+		return "", nil
 	}
 	stringify, _ := goja.AssertFunction(vm.Get("JSON").ToObject(vm).Get("stringify"))
 	s, err := stringify(goja.Undefined(), v)
 	if err != nil {
-		return nil, p.failure(err)
+		return "", p.failure(err)
 	}
 	if goja.IsUndefined(s) {
-		return nil, nil // functions, symbols
+		return "", nil // functions, symbols
 	}
 	text := s.String()
 	if max > 0 && len(text) > max {
-		return nil, &Error{Type: FailureOutput, Message: fmt.Sprintf("component %s returned %d bytes of JSON; the limit is %d", p.name, len(text), max)}
+		return "", &Error{Type: FailureOutput, Message: fmt.Sprintf("component %s returned %d bytes of JSON; the limit is %d", p.name, len(text), max)}
 	}
-	var out any
-	if err := json.Unmarshal([]byte(text), &out); err != nil {
-		return nil, &Error{Type: FailureOutput, Message: fmt.Sprintf("component %s returned a value that is not JSON: %s", p.name, err)}
-	}
-	return out, nil
+	return text, nil
 }
 
 // failure translates what goja returned into an Error.
@@ -195,7 +283,7 @@ func (p *Program) failure(err error) error {
 		if e, ok := interrupted.Value().(*Error); ok {
 			return e
 		}
-		return &Error{Type: FailureTimeout, Retryable: true, Message: fmt.Sprintf("component %s interrupted", p.name)}
+		return &Error{Type: FailureTimeout, Message: fmt.Sprintf("component %s interrupted", p.name)}
 	}
 	var exc *goja.Exception
 	if errors.As(err, &exc) {
@@ -229,7 +317,7 @@ func (p *Program) thrown(v goja.Value) error {
 	return e
 }
 
-func installConsole(vm *goja.Runtime, name string, console Console, maxLines int) {
+func installConsole(vm *goja.Runtime, console Console, maxLines int) {
 	lines := 0
 	console_ := vm.NewObject()
 	for _, level := range []string{"debug", "info", "warn", "error", "log"} {
@@ -238,7 +326,7 @@ func installConsole(vm *goja.Runtime, name string, console Console, maxLines int
 			logLevel = "info"
 		}
 		_ = console_.Set(level, func(call goja.FunctionCall) goja.Value {
-			if console == nil || lines >= maxLines {
+			if lines >= maxLines {
 				return goja.Undefined()
 			}
 			lines++
@@ -273,51 +361,6 @@ func describe(vm *goja.Runtime, v goja.Value) string {
 		}
 	}
 	return v.String()
-}
-
-// limitBuiltins caps the built-ins that can allocate a huge string in one step, which
-// no interrupt can stop once it has started.
-func limitBuiltins(vm *goja.Runtime, maxBytes int) error {
-	if maxBytes <= 0 {
-		return nil
-	}
-	proto := vm.Get("String").ToObject(vm).Get("prototype").ToObject(vm)
-	for _, name := range []string{"repeat", "padStart", "padEnd"} {
-		orig, ok := goja.AssertFunction(proto.Get(name))
-		if !ok {
-			continue
-		}
-		method := name
-		err := proto.Set(name, func(call goja.FunctionCall) goja.Value {
-			this := call.This.String()
-			want := len(this)
-			if len(call.Arguments) > 0 {
-				n := call.Arguments[0].ToFloat()
-				switch method {
-				case "repeat":
-					want = int(min(float64(len(this))*n, float64(maxBytes)+1))
-				default:
-					want = int(min(n, float64(maxBytes)+1))
-				}
-			}
-			if want > maxBytes {
-				rangeError, err := vm.New(vm.Get("RangeError"), vm.ToValue(fmt.Sprintf("String.prototype.%s would build a string over %d MiB", method, maxBytes>>20)))
-				if err != nil {
-					panic(err)
-				}
-				panic(rangeError)
-			}
-			v, err := orig(call.This, call.Arguments...)
-			if err != nil {
-				panic(err)
-			}
-			return v
-		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // guardMemory watches the heap while a call runs and calls stop once the live heap has

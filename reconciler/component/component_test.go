@@ -165,3 +165,71 @@ func TestCancellationInterrupts(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestBuiltinCapsRefuseBeforeAllocating(t *testing.T) {
+	cases := []struct{ name, code, want string }{
+		{"typed array of 40 GB", `function f() { return new Uint8Array(40e9).length }`, "would allocate"},
+		{"typed array of 3 GB, filled", `function f() { return new Uint8Array(3e9).fill(1).length }`, "would allocate"},
+		{"typed arrays over the budget in steps", `function f() { const a = []; for (;;) a.push(new Float64Array(1 << 20)) }`, "would allocate"},
+		{"array buffer", `function f() { return new ArrayBuffer(2 ** 40).byteLength }`, "would allocate"},
+		{"subclass", `class Big extends Uint8Array {} function f() { return new Big(40e9).length }`, "would allocate"},
+		{"through .constructor", `function f() { const C = new Int32Array(1).constructor; return new C(40e9).length }`, "would allocate"},
+		{"through Reflect.construct", `function f() { return Reflect.construct(Uint16Array, [40e9]).length }`, "would allocate"},
+		{"sparse join", `function f() { return new Array(2.5e8).join("abcdefgh").length }`, "Array.prototype.join"},
+		{"join of a long separator", `function f() { return new Array(4e6).join("abcdefgh").length }`, "join would build a string over"},
+		{"join of big elements", `function f() { return new Array(2000).fill("x".repeat(1 << 23)).join("").length }`, "join would build a string over"},
+		{"sparse indexOf", `function f() { const a = []; a.length = 2.5e8; return a.indexOf(1) }`, "Array.prototype.indexOf"},
+		{"sparse fill", `function f() { return new Array(2.5e8).fill(0).length }`, "Array.prototype.fill"},
+		{"apply with a huge array-like", `function f() { return Math.max.apply(null, {length: 2e8}) }`, "Function.prototype.apply"},
+		{"Array.from a huge array-like", `function f() { return Array.from({length: 2e8}).length }`, "Array.from"},
+		{"split into characters", `function f() { return "x".repeat(1 << 23).split("").length }`, "split"},
+		{"typed sort", `function f() { return new Uint8Array(1 << 24).sort()[0] }`, "sort without a comparator"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			began := time.Now()
+			_, err := call(t, "f", c.code, nil, DefaultLimits)
+			if failureType(err) != "RangeError" || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %v (%s), want a RangeError saying %q", err, failureType(err), c.want)
+			}
+			if took := time.Since(began); took > 5*time.Second { // refused, not run until a limit
+				t.Errorf("took %s", took)
+			}
+		})
+	}
+}
+
+func TestBuiltinCapsKeepSemantics(t *testing.T) {
+	out, err := call(t, "f", `
+		class Bytes extends Uint8Array { sum() { return this.reduce((a, b) => a + b, 0) } }
+		function f() {
+			const b = new Bytes([1, 2, 3]);
+			const u = new Uint8Array(new ArrayBuffer(8), 2, 4);
+			return [
+				b.sum(), b instanceof Bytes, b instanceof Uint8Array, b.constructor === Bytes,
+				new Float64Array(2).constructor === Float64Array, Uint8Array.name, u.length,
+				Array.from(new Int16Array([5, 6]).map(x => x * 2)), new Uint8Array([3, 1, 2]).sort().join("-"),
+				[1, [2, [3]]].flat(2).join(), Math.max.apply(null, [4, 9, 2]), "ab".split(""), "x".repeat(3),
+				Array.prototype.join.name, typeof Uint8Array.from, Uint8Array.from([7]).slice(0)[0],
+			]
+		}`, nil, DefaultLimits)
+	want := []any{6.0, true, true, true, true, "Uint8Array", 4.0, []any{10.0, 12.0}, "1-2-3", "1,2,3", 9.0, []any{"a", "b"}, "xxx", "join", "function", 7.0}
+	if err != nil || !reflect.DeepEqual(out, want) {
+		t.Fatalf("got %#v, %v\nwant %#v", out, err, want)
+	}
+}
+
+// BenchmarkFreshRuntime is the cost of one trivial call in this process: a fresh
+// runtime with the caps, the call and its output.
+func BenchmarkFreshRuntime(b *testing.B) {
+	p, err := Compile("add", `function add(x) { return {sum: x.a + x.b} }`)
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := map[string]any{"a": 1, "b": 2}
+	for b.Loop() {
+		if _, err := p.Call(context.Background(), in, DefaultLimits, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
