@@ -589,7 +589,8 @@ func (r *run) foreach(ctx workflow.Context, f *frame, n *Node, main bool) (any, 
 		items = list
 	}
 	begin := len(results)
-	results = append(results, make([]any, len(items)-begin)...)
+	results = append(make([]any, 0, len(items)), results...)
+	results = results[:len(items)]
 	bctx, cancel := workflow.WithCancel(ctx)
 	defer cancel()
 	var first error
