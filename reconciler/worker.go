@@ -1,6 +1,8 @@
 package reconciler
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -79,6 +81,7 @@ type shared struct {
 	defs     *definitionCache
 	http     *egress.Client
 	limits   component.Limits
+	compiled atomic.Pointer[CompiledLoader] // see SetCompiledLoader
 }
 
 // pinned is recorded in a run's history (a SideEffect) when it starts: the run uses
@@ -132,13 +135,33 @@ func (pw *projectWorker) Stop() {
 }
 
 // runWorkflow is the dynamic workflow: every workflow type of the project lands here
-// and is resolved against the served set, then pinned for the rest of the run.
+// and is resolved against the served set, then pinned for the rest of the run. A run
+// that the interpreter continued as new keeps the version of the run before: its
+// second argument (a flow.Continued, read only when Temporal says the run was
+// continued, so a client cannot pass one) names the compiled version, loaded through
+// CompiledLoader when the worker no longer serves it.
 func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.EncodedValues) (any, error) {
-	name := workflow.GetInfo(ctx).WorkflowType.Name
+	info := workflow.GetInfo(ctx)
+	name := info.WorkflowType.Name
+	raw, count := rawArguments(args)
+	var carried *flow.Continued
+	if info.ContinuedExecutionRunID != "" && count == 2 {
+		var c flow.Continued
+		if err := converter.GetDefaultDataConverter().FromPayload(raw[1].Payload(), &c); err == nil {
+			carried = &c
+		}
+	}
 	var pin pinned
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
 		set := pw.served.Load()
-		if sw := set.workflows[name]; sw != nil {
+		sw := set.workflows[name]
+		if carried != nil && carried.Pin != "" {
+			if sw != nil && sw.compiledID.String() == carried.Pin {
+				return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions}
+			}
+			return pinned{CompiledID: carried.Pin, MaxSteps: pw.shared.cfg.MaxNodeExecutions} // loaded below
+		}
+		if sw != nil {
 			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions}
 		}
 		return pinned{}
@@ -151,22 +174,130 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 		// proceeds once the workflow is served (as with any unregistered type).
 		panic(pw.notServed(name))
 	}
+	if pin.Code == "" {
+		if pin, err = pw.loadPinned(ctx, name, pin); err != nil {
+			return nil, err
+		}
+	}
 	def, err := pw.definition(pin)
 	if err != nil {
 		return nil, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("workflow %s version %d cannot be loaded: %s", name, pin.Version, err), "InvalidDefinition", nil)
 	}
 	var input any
-	if args.HasValues() {
+	if flow.Extended(ctx) {
+		if carried != nil {
+			count = 1
+		}
+		if input, err = workflowInput(name, raw, count); err != nil {
+			return nil, err
+		}
+	} else if args.HasValues() {
 		if err := args.Get(&input); err != nil {
 			return nil, temporal.NewNonRetryableApplicationError(
 				fmt.Sprintf("workflow %s: input is not JSON: %s", name, err), "InvalidInput", nil)
 		}
 	}
 	return flow.Execute(ctx, def, input, flow.Options{
-		MaxSteps: pin.MaxSteps,
-		Pinned:   map[string]any{"compiled_id": pin.CompiledID, "version": pin.Version},
+		MaxSteps:  pin.MaxSteps,
+		Pinned:    map[string]any{"compiled_id": pin.CompiledID, "version": pin.Version},
+		Pin:       pin.CompiledID,
+		Continued: carried,
 	})
+}
+
+// rawArguments returns the run's first arguments undecoded, and how many there are
+// (3 means 3 or more).
+func rawArguments(args converter.EncodedValues) ([3]converter.RawValue, int) {
+	var raw [3]converter.RawValue
+	if !args.HasValues() || args.Get(&raw[0], &raw[1], &raw[2]) != nil {
+		return raw, 0
+	}
+	n := 0
+	for _, r := range raw {
+		if r.Payload() != nil {
+			n++
+		}
+	}
+	return raw, n
+}
+
+// workflowInput is a run's input: its only argument, {} without one. Several
+// arguments, or one over the payload limit, fail the run at once.
+func workflowInput(name string, raw [3]converter.RawValue, count int) (any, error) {
+	invalid := func(format string, args ...any) error {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("workflow %s: ", name)+fmt.Sprintf(format, args...), flow.FailureInput, nil)
+	}
+	switch {
+	case count == 0:
+		return map[string]any{}, nil
+	case count > 1:
+		return nil, invalid("started with %s arguments: a workflow takes one, its input", map[bool]string{true: "3 or more", false: "2"}[count > 2])
+	}
+	if size := flow.PayloadSize(raw[0].Payload()); size > flow.MaxPayload {
+		return nil, invalid("the input is %d bytes, over the %d bytes a Temporal payload may carry", size, flow.MaxPayload)
+	}
+	var input any
+	if err := converter.GetDefaultDataConverter().FromPayload(raw[0].Payload(), &input); err != nil {
+		return nil, invalid("input is not JSON: %s", err)
+	}
+	return input, nil
+}
+
+// CompiledLoader reads a compiled version of one of a project's workflows by id: its
+// version number and code. It must find only versions of that workflow of that
+// project, and wrap ErrCompiledNotFound when there is none. The worker calls it (in a
+// local activity, recorded in the run's history) only for a run continued as new whose
+// version it no longer serves.
+type CompiledLoader func(ctx context.Context, project uuid.UUID, workflow string, compiledID uuid.UUID) (version int32, code string, err error)
+
+// ErrCompiledNotFound is what a CompiledLoader wraps when the version does not exist.
+var ErrCompiledNotFound = errors.New("compiled version not found")
+
+// SetCompiledLoader sets how workers load the compiled versions that runs continued as
+// new are pinned to and that they no longer serve. Without one, such a run fails.
+func (r *Reconciler) SetCompiledLoader(l CompiledLoader) { r.shared.compiled.Store(&l) }
+
+// loadedVersion is the result of the local activity that loads a pinned version.
+type loadedVersion struct {
+	Version int32  `json:"version"`
+	Code    string `json:"code"`
+}
+
+// loadPinned fills in the code of a pinned version the worker did not serve when the
+// run started (a run continued as new), through a local activity.
+func (pw *projectWorker) loadPinned(ctx workflow.Context, name string, pin pinned) (pinned, error) {
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout:    10 * time.Second,
+		ScheduleToCloseTimeout: 5 * time.Minute,
+	})
+	var loaded loadedVersion
+	if err := workflow.ExecuteLocalActivity(lctx, pw.loadCompiled, name, pin.CompiledID).Get(lctx, &loaded); err != nil {
+		return pin, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("workflow %s: the compiled version %s this run continues with cannot be loaded: %s", name, pin.CompiledID, err), "InvalidDefinition", nil)
+	}
+	pin.Version, pin.Code = loaded.Version, loaded.Code
+	return pin, nil
+}
+
+// loadCompiled is the local activity behind loadPinned.
+func (pw *projectWorker) loadCompiled(ctx context.Context, name, compiledID string) (loadedVersion, error) {
+	load := pw.shared.compiled.Load()
+	if load == nil {
+		return loadedVersion{}, temporal.NewNonRetryableApplicationError("this service cannot load compiled versions it does not serve (no CompiledLoader)", "InvalidDefinition", nil)
+	}
+	id, err := uuid.Parse(compiledID)
+	if err != nil {
+		return loadedVersion{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%q is not a compiled version id", compiledID), "InvalidDefinition", nil)
+	}
+	version, code, err := (*load)(ctx, pw.project, name, id)
+	if errors.Is(err, ErrCompiledNotFound) {
+		return loadedVersion{}, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidDefinition", err)
+	}
+	if err != nil {
+		return loadedVersion{}, err
+	}
+	return loadedVersion{Version: version, Code: code}, nil
 }
 
 func (pw *projectWorker) notServed(name string) string {
