@@ -293,10 +293,9 @@ func (p *parser) parse(code []byte) *Definition {
 	}
 	p.unknownFields("", "definition", top, topFields)
 
-	var version int
 	if raw, ok := top["version"]; !ok {
 		p.fail("", "version", `"version" is missing (expected 1)`)
-	} else if err := json.Unmarshal(raw, &version); err != nil || version != 1 {
+	} else if v, ok := wholeNumber(raw); !ok || v != 1 {
 		p.fail("", "version", `"version" must be 1, got %s`, compact(raw))
 	}
 
@@ -381,7 +380,7 @@ func (p *parser) node(id string, raw json.RawMessage) *Node {
 			p.fail(id, "until", `takes "duration" or "until", not both`)
 		case hasUntil:
 			n.Until = p.template(id, fields, "until")
-			p.stringOrTemplate(id, fields, "until")
+			p.timeOrTemplate(id, fields, "until")
 		default:
 			n.Duration = p.durationTemplate(id, fields, "duration", true)
 		}
@@ -439,7 +438,7 @@ func (p *parser) node(id string, raw json.RawMessage) *Node {
 			n.Index = DefaultIndex
 		}
 		if n.As != "" && n.As == n.Index {
-			p.fail(id, "index", "%q is already the name of the item (\"as\")", n.Index)
+			p.problem(structure, id, "index", "%q is already the name of the item (\"as\")", n.Index)
 		}
 		p.str(id, fields, "body", &n.Body, true)
 		n.Concurrency = 1
@@ -743,25 +742,69 @@ func (p *parser) template(id string, fields map[string]json.RawMessage, name str
 	return t
 }
 
-// stringOrTemplate checks that a field is a string (a template giving the value).
-func (p *parser) stringOrTemplate(id string, fields map[string]json.RawMessage, name string) {
+// timeOrTemplate checks that a field is an RFC 3339 time or a template giving one.
+func (p *parser) timeOrTemplate(id string, fields map[string]json.RawMessage, name string) {
 	var s string
-	if raw, ok := fields[name]; ok && json.Unmarshal(raw, &s) != nil {
+	raw := fields[name]
+	if json.Unmarshal(raw, &s) != nil || string(raw) == "null" {
 		p.fail(id, name, "%q must be a string (an RFC 3339 time or a ${...} template giving one), got %s", name, compact(raw))
+		return
 	}
+	if strings.Contains(s, "${") {
+		return
+	}
+	if !timeRE.MatchString(s) {
+		p.fail(id, name, "%q must be an RFC 3339 time like \"2030-01-02T15:04:05Z\" or a ${...} template giving one, got %q", name, s)
+	} else if _, err := time.Parse(time.RFC3339, s); err != nil {
+		p.problem(structure, id, name, "%q: %q is not a time: %s", name, s, err)
+	}
+}
+
+// Durations: what time.ParseDuration accepts, as the schema's patterns say it.
+const (
+	durationNumber = `([0-9]+(\.[0-9]*)?|\.[0-9]+)`
+	zeroNumber     = `(0+(\.0*)?|\.0+)`
+	durationUnit   = `(ns|us|µs|μs|ms|s|m|h)`
+	// DurationPattern matches the durations >= 0 ("-0s" is 0).
+	DurationPattern = `^(\+?(0|(` + durationNumber + durationUnit + `)+)|-(0|(` + zeroNumber + durationUnit + `)+))$`
+	// ZeroDurationPattern matches the durations equal to 0.
+	ZeroDurationPattern = `^[-+]?(0|(` + zeroNumber + durationUnit + `)+)$`
+	// TimePattern matches RFC 3339 times.
+	TimePattern = `^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?([Zz]|[-+][0-9]{2}:[0-9]{2})$`
+)
+
+var (
+	durationRE = regexp.MustCompile(DurationPattern)
+	zeroRE     = regexp.MustCompile(ZeroDurationPattern)
+	timeRE     = regexp.MustCompile(TimePattern)
+)
+
+// parseDuration parses a duration >= 0 (> 0 when positive); a string of the right
+// shape that Go cannot hold (over about 290 years) is a problem of its own kind.
+func (p *parser) parseDuration(id, field, s string, positive bool) (time.Duration, bool) {
+	what := "a duration"
+	if positive {
+		what = "a positive duration"
+	}
+	if !durationRE.MatchString(s) || (positive && zeroRE.MatchString(s)) {
+		p.fail(id, field, "%q must be %s like \"30s\" or \"5m\", got %q", field, what, s)
+		return 0, false
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		p.problem(structure, id, field, "%q: %q is too long a duration", field, s)
+		return 0, false
+	}
+	return d, true
 }
 
 func (p *parser) positiveDuration(id, name string, raw json.RawMessage) time.Duration {
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	if err := json.Unmarshal(raw, &s); err != nil || string(raw) == "null" {
 		p.fail(id, name, "%q must be a duration string like \"30s\" or \"5m\", got %s", name, compact(raw))
 		return 0
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		p.fail(id, name, "%q must be a positive duration like \"30s\" or \"5m\", got %q", name, s)
-		return 0
-	}
+	d, _ := p.parseDuration(id, name, s, true)
 	return d
 }
 
@@ -775,13 +818,12 @@ func (p *parser) durationTemplate(id string, fields map[string]json.RawMessage, 
 		return nil
 	}
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	if err := json.Unmarshal(raw, &s); err != nil || string(raw) == "null" {
 		p.fail(id, name, "%q must be a duration string like \"30s\" or a ${...} template, got %s", name, compact(raw))
 		return nil
 	}
 	if !strings.Contains(s, "${") {
-		if d, err := time.ParseDuration(s); err != nil || d < 0 {
-			p.fail(id, name, "%q must be a duration like \"30s\" or \"5m\", got %q", name, s)
+		if _, ok := p.parseDuration(id, name, s, false); !ok {
 			return nil
 		}
 	}
@@ -798,7 +840,7 @@ func (p *parser) condition(id string, raw json.RawMessage, field string, require
 		return nil
 	}
 	var src string
-	if err := json.Unmarshal(raw, &src); err != nil || strings.TrimSpace(src) == "" {
+	if err := json.Unmarshal(raw, &src); err != nil || strings.Trim(src, " \t\n\f\r") == "" {
 		p.fail(id, field, "%q must be an expression string, got %s", field, compact(raw))
 		return nil
 	}
@@ -817,15 +859,14 @@ func (p *parser) retry(id string, fields map[string]json.RawMessage) *RetryPolic
 		return nil
 	}
 	var r struct {
-		MaximumAttempts    *json.Number `json:"maximum_attempts"`
-		InitialInterval    *string      `json:"initial_interval"`
-		BackoffCoefficient *json.Number `json:"backoff_coefficient"`
-		MaximumInterval    *string      `json:"maximum_interval"`
-		NonRetryableErrors []string     `json:"non_retryable_errors"`
+		MaximumAttempts    json.RawMessage `json:"maximum_attempts"`
+		InitialInterval    *string         `json:"initial_interval"`
+		BackoffCoefficient json.RawMessage `json:"backoff_coefficient"`
+		MaximumInterval    *string         `json:"maximum_interval"`
+		NonRetryableErrors []string        `json:"non_retryable_errors"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
-	dec.UseNumber()
 	if err := dec.Decode(&r); err != nil {
 		p.fail(id, "retry", "\"retry\" must be an object with maximum_attempts, initial_interval, backoff_coefficient, maximum_interval, non_retryable_errors: %s", err)
 		return nil
@@ -834,10 +875,10 @@ func (p *parser) retry(id string, fields map[string]json.RawMessage) *RetryPolic
 	if slices.Contains(r.NonRetryableErrors, "") {
 		p.fail(id, "retry.non_retryable_errors", "retry.non_retryable_errors must list failure types (non-empty strings)")
 	}
-	if r.MaximumAttempts != nil {
-		n, ok := wholeNumber(json.RawMessage(r.MaximumAttempts.String()))
+	if r.MaximumAttempts != nil && string(r.MaximumAttempts) != "null" {
+		n, ok := wholeNumber(r.MaximumAttempts)
 		if !ok || n < 0 || n > 1<<30 {
-			p.fail(id, "retry.maximum_attempts", "retry.maximum_attempts must be a whole number >= 0 (0 = unlimited), got %s", r.MaximumAttempts)
+			p.fail(id, "retry.maximum_attempts", "retry.maximum_attempts must be a whole number >= 0 (0 = unlimited), got %s", compact(r.MaximumAttempts))
 		}
 		out.MaximumAttempts = int32(n)
 	}
@@ -845,18 +886,15 @@ func (p *parser) retry(id string, fields map[string]json.RawMessage) *RetryPolic
 		if s == nil {
 			return 0
 		}
-		d, err := time.ParseDuration(*s)
-		if err != nil || d <= 0 {
-			p.fail(id, "retry."+name, "retry.%s must be a positive duration like \"1s\", got %q", name, *s)
-		}
+		d, _ := p.parseDuration(id, "retry."+name, *s, true)
 		return d
 	}
 	out.InitialInterval = interval("initial_interval", r.InitialInterval)
 	out.MaximumInterval = interval("maximum_interval", r.MaximumInterval)
-	if r.BackoffCoefficient != nil {
-		f, err := r.BackoffCoefficient.Float64()
-		if err != nil || f < 1 {
-			p.fail(id, "retry.backoff_coefficient", "retry.backoff_coefficient must be a number >= 1, got %s", r.BackoffCoefficient)
+	if r.BackoffCoefficient != nil && string(r.BackoffCoefficient) != "null" {
+		var f float64
+		if err := json.Unmarshal(r.BackoffCoefficient, &f); err != nil || f < 1 {
+			p.fail(id, "retry.backoff_coefficient", "retry.backoff_coefficient must be a number >= 1, got %s", compact(r.BackoffCoefficient))
 		}
 		out.BackoffCoefficient = f
 	}
