@@ -20,6 +20,7 @@ commands:
   migrate down N      revert the N newest migrations
   migrate version     print the applied migration version
   status [--json]     every project: desired vs actual, health, generations, last error
+  validate FILE...    check compiled workflow definitions offline; every problem with its node id
 
 configuration is read from the environment: see README.md`
 
@@ -31,6 +32,9 @@ func (e usageError) Unwrap() error { return e.error }
 func run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
 		return usageError{errors.New(usage)}
+	}
+	if args[0] == "validate" {
+		return validate(args[1:], out)
 	}
 	cfg, err := reconciler.LoadConfig()
 	if err != nil {

@@ -164,25 +164,25 @@ type Catalog struct {
 
 // Problem is one thing wrong with a definition: the node it concerns ("" for the
 // definition itself), the field (a JSON path inside the node, such as "retry.
-// maximum_attempts" or "cases[1].if"; "" for the whole node) and what is wrong.
+// maximum_attempts" or "cases[1].if"; "" for the whole node), what is wrong, and its
+// kind: whether a JSON Schema (schema.json) can express the check.
 type Problem struct {
-	Node    string `json:"node,omitempty"`
-	Field   string `json:"field,omitempty"`
-	Message string `json:"message"`
-
-	kind problemKind
+	Node    string      `json:"node,omitempty"`
+	Field   string      `json:"field,omitempty"`
+	Message string      `json:"message"`
+	Kind    ProblemKind `json:"kind"`
 }
 
-// problemKind says whether a JSON Schema can express the check (the schema test
-// holds schema.json to every shape problem).
-type problemKind int
+// ProblemKind sorts problems by what finds them.
+type ProblemKind string
 
+// The kinds of problems. schema.json finds every KindShape problem and no other.
 const (
-	shape      problemKind = iota // types, required and unknown fields, formats, ranges
-	reference                     // a node id that does not exist
-	expression                    // expression syntax, names and types
-	catalog                       // activity and child workflow names
-	structure                     // what parallel branches and foreach bodies reach
+	KindShape      ProblemKind = "shape"      // types, required and unknown fields, formats, ranges
+	KindReference  ProblemKind = "reference"  // a node id that does not exist
+	KindExpression ProblemKind = "expression" // expression syntax, names and types
+	KindCatalog    ProblemKind = "catalog"    // activity and child workflow names
+	KindStructure  ProblemKind = "structure"  // paths, and what relates fields to each other
 )
 
 func (p Problem) String() string {
@@ -271,15 +271,15 @@ type pendingCompile struct {
 	expr        *Expr
 }
 
-func (p *parser) problem(kind problemKind, node, field, format string, args ...any) {
+func (p *parser) problem(kind ProblemKind, node, field, format string, args ...any) {
 	if len(p.problems) < maxProblems {
-		p.problems = append(p.problems, Problem{Node: node, Field: field, Message: fmt.Sprintf(format, args...), kind: kind})
+		p.problems = append(p.problems, Problem{Node: node, Field: field, Message: fmt.Sprintf(format, args...), Kind: kind})
 	}
 }
 
 // fail records a shape problem (one a JSON Schema can express).
 func (p *parser) fail(node, field, format string, args ...any) {
-	p.problem(shape, node, field, format, args...)
+	p.problem(KindShape, node, field, format, args...)
 }
 
 func (p *parser) parse(code []byte) *Definition {
@@ -328,7 +328,7 @@ func (p *parser) parse(code []byte) *Definition {
 	}
 	if def.Start != "" && nodes != nil {
 		if _, ok := nodes[def.Start]; !ok {
-			p.problem(reference, "", "start", `"start" names node %q, which does not exist`, def.Start)
+			p.problem(KindReference, "", "start", `"start" names node %q, which does not exist`, def.Start)
 		}
 	}
 	p.references(def, nodes)
@@ -358,7 +358,7 @@ func (p *parser) node(id string, raw json.RawMessage) *Node {
 	switch n.Type {
 	case TypeActivity:
 		if p.str(id, fields, "activity", &n.Activity, true) && p.cat.Activity != nil && !p.cat.Activity(n.Activity) {
-			p.problem(catalog, id, "activity", "unknown activity %q (built in: echo, log, http.request; or an active component of the project)", n.Activity)
+			p.problem(KindCatalog, id, "activity", "unknown activity %q (built in: echo, log, http.request; or an active component of the project)", n.Activity)
 		}
 		n.Input = p.template(id, fields, "input")
 		n.Timeout = DefaultActivityTimeout
@@ -411,7 +411,7 @@ func (p *parser) node(id string, raw json.RawMessage) *Node {
 		}
 	case TypeChildWorkflow:
 		if p.str(id, fields, "workflow", &n.Workflow, true) && p.cat.Workflow != nil && !p.cat.Workflow(n.Workflow) {
-			p.problem(catalog, id, "workflow", "child workflow %q is not an active workflow of this project", n.Workflow)
+			p.problem(KindCatalog, id, "workflow", "child workflow %q is not an active workflow of this project", n.Workflow)
 		}
 		n.Input = p.template(id, fields, "input")
 		p.str(id, fields, "next", &n.Next, false)
@@ -438,7 +438,7 @@ func (p *parser) node(id string, raw json.RawMessage) *Node {
 			n.Index = DefaultIndex
 		}
 		if n.As != "" && n.As == n.Index {
-			p.problem(structure, id, "index", "%q is already the name of the item (\"as\")", n.Index)
+			p.problem(KindStructure, id, "index", "%q is already the name of the item (\"as\")", n.Index)
 		}
 		p.str(id, fields, "body", &n.Body, true)
 		n.Concurrency = 1
@@ -502,7 +502,7 @@ func (p *parser) references(def *Definition, nodes map[string]json.RawMessage) {
 		n := def.Nodes[id]
 		check := func(field, target string) {
 			if _, ok := nodes[target]; target != "" && !ok {
-				p.problem(reference, id, field, "%q names node %q, which does not exist", field, target)
+				p.problem(KindReference, id, field, "%q names node %q, which does not exist", field, target)
 			}
 		}
 		for _, e := range n.edges() {
@@ -537,7 +537,7 @@ func (p *parser) collect(def *Definition) {
 	}
 	for _, ref := range slices.Sorted(maps.Keys(p.refs.nodes)) {
 		if _, ok := def.Nodes[ref]; !ok {
-			p.problem(reference, "", "", "an expression reads nodes.%s, but there is no node %q", ref, ref)
+			p.problem(KindReference, "", "", "an expression reads nodes.%s, but there is no node %q", ref, ref)
 		}
 	}
 	def.Signals = slices.Sorted(maps.Keys(signals))
@@ -553,7 +553,7 @@ func (p *parser) compile(scopes map[string][]string) {
 		if c.tmpl != nil {
 			t, err := compileTemplate(c.value, &p.refs)
 			if err != nil {
-				p.problem(expression, c.node, c.field, "%q: %s", c.field, err)
+				p.problem(KindExpression, c.node, c.field, "%q: %s", c.field, err)
 				continue
 			}
 			*c.tmpl = *t
@@ -561,7 +561,7 @@ func (p *parser) compile(scopes map[string][]string) {
 		}
 		e, err := compileExpr(c.source, &p.refs)
 		if err != nil {
-			p.problem(expression, c.node, c.field, "%q: %s", c.field, err)
+			p.problem(KindExpression, c.node, c.field, "%q: %s", c.field, err)
 			continue
 		}
 		*c.expr = *e
@@ -684,7 +684,7 @@ func (p *parser) signalRoutes(id string, fields map[string]json.RawMessage) []Si
 		if raw, ok := item["signal"]; !ok || json.Unmarshal(raw, &r.Signal) != nil || r.Signal == "" {
 			p.fail(id, field+".signal", "%s.signal must be a non-empty string (a signal name), got %s", field, compact(raw))
 		} else if seen[r.Signal] {
-			p.problem(structure, id, field+".signal", "signal %q is listed twice", r.Signal)
+			p.problem(KindStructure, id, field+".signal", "signal %q is listed twice", r.Signal)
 		}
 		seen[r.Signal] = true
 		if raw, ok := item["next"]; ok && string(raw) != "null" {
@@ -756,7 +756,7 @@ func (p *parser) timeOrTemplate(id string, fields map[string]json.RawMessage, na
 	if !timeRE.MatchString(s) {
 		p.fail(id, name, "%q must be an RFC 3339 time like \"2030-01-02T15:04:05Z\" or a ${...} template giving one, got %q", name, s)
 	} else if _, err := time.Parse(time.RFC3339, s); err != nil {
-		p.problem(structure, id, name, "%q: %q is not a time: %s", name, s, err)
+		p.problem(KindStructure, id, name, "%q: %q is not a time: %s", name, s, err)
 	}
 }
 
@@ -792,7 +792,7 @@ func (p *parser) parseDuration(id, field, s string, positive bool) (time.Duratio
 	}
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		p.problem(structure, id, field, "%q: %q is too long a duration", field, s)
+		p.problem(KindStructure, id, field, "%q: %q is too long a duration", field, s)
 		return 0, false
 	}
 	return d, true
@@ -899,7 +899,7 @@ func (p *parser) retry(id string, fields map[string]json.RawMessage) *RetryPolic
 		out.BackoffCoefficient = f
 	}
 	if out.MaximumInterval > 0 && out.InitialInterval > out.MaximumInterval {
-		p.problem(structure, id, "retry.initial_interval", "retry.initial_interval (%s) is longer than retry.maximum_interval (%s)", out.InitialInterval, out.MaximumInterval)
+		p.problem(KindStructure, id, "retry.initial_interval", "retry.initial_interval (%s) is longer than retry.maximum_interval (%s)", out.InitialInterval, out.MaximumInterval)
 	}
 	return out
 }

@@ -60,7 +60,7 @@ func (p *parser) regions(def *Definition) map[string][]string {
 				lenient := p.pinned && !paths[o].body && !pa.body
 				if o != i && !reported[id] && !lenient {
 					reported[id] = true
-					p.problem(structure, id, "", "is reached from %s and from %s: a parallel branch or a foreach body cannot share nodes with another path (continue after the parallel or foreach with its \"next\")",
+					p.problem(KindStructure, id, "", "is reached from %s and from %s: a parallel branch or a foreach body cannot share nodes with another path (continue after the parallel or foreach with its \"next\")",
 						paths[o].desc, pa.desc)
 				}
 				continue
@@ -80,7 +80,7 @@ func (p *parser) regions(def *Definition) map[string][]string {
 			case TypeForeach:
 				for _, v := range []string{n.As, n.Index} {
 					if slices.Contains(pa.vars, v) {
-						p.problem(structure, id, "", "%q is already a variable of an enclosing foreach: name this one differently", v)
+						p.problem(KindStructure, id, "", "%q is already a variable of an enclosing foreach: name this one differently", v)
 					}
 				}
 				if n.Body != "" {
@@ -89,7 +89,7 @@ func (p *parser) regions(def *Definition) map[string][]string {
 				}
 			case TypeContinueAsNew:
 				if !pa.main {
-					p.problem(structure, id, "", "continue_as_new is allowed on the main path only, not in %s", pa.desc)
+					p.problem(KindStructure, id, "", "continue_as_new is allowed on the main path only, not in %s", pa.desc)
 				}
 			}
 		}

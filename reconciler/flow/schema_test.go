@@ -65,7 +65,7 @@ func TestSchemaAgreesWithParse(t *testing.T) {
 		var shapes []Problem
 		if ve != nil {
 			for _, p := range ve.Problems {
-				if p.kind == shape {
+				if p.Kind == KindShape {
 					shapes = append(shapes, p)
 				}
 			}
