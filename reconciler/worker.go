@@ -272,7 +272,7 @@ func (pw *projectWorker) loadPinned(ctx workflow.Context, name string, pin pinne
 		ScheduleToCloseTimeout: 5 * time.Minute,
 	})
 	var loaded loadedVersion
-	if err := workflow.ExecuteLocalActivity(lctx, pw.loadCompiled, name, pin.CompiledID).Get(lctx, &loaded); err != nil {
+	if err := workflow.ExecuteLocalActivity(lctx, loadCompiledActivity(pw), name, pin.CompiledID).Get(lctx, &loaded); err != nil {
 		return pin, temporal.NewNonRetryableApplicationError(
 			fmt.Sprintf("workflow %s: the compiled version %s this run continues with cannot be loaded: %s", name, pin.CompiledID, err), "InvalidDefinition", nil)
 	}
@@ -280,7 +280,18 @@ func (pw *projectWorker) loadPinned(ctx workflow.Context, name string, pin pinne
 	return pin, nil
 }
 
-// loadCompiled is the local activity behind loadPinned.
+// loadCompiledActivity is the local activity behind loadPinned. It is not a method
+// value, nor inlined into one: the SDK resolves functions whose name has a receiver by
+// name in the worker's registry, where the dynamic activity would answer.
+//
+//go:noinline
+func loadCompiledActivity(pw *projectWorker) func(ctx context.Context, name, compiledID string) (loadedVersion, error) {
+	return func(ctx context.Context, name, compiledID string) (loadedVersion, error) {
+		return pw.loadCompiled(ctx, name, compiledID)
+	}
+}
+
+// loadCompiled loads a pinned version through the CompiledLoader.
 func (pw *projectWorker) loadCompiled(ctx context.Context, name, compiledID string) (loadedVersion, error) {
 	load := pw.shared.compiled.Load()
 	if load == nil {
