@@ -588,3 +588,28 @@ func TestJoinsAndPinnedDefinitions(t *testing.T) {
 		t.Fatalf("pinned: %v", err)
 	}
 }
+
+// A foreach of many items whose iterations never wait is bounded like a loop of nodes
+// that never waits: the interpreter's own work counts against the workflow task's
+// budget. (A budget of 100,000 steps here; 10,000,000 in production, about 0.25 s.)
+func TestForeachThatNeverWaitsIsBounded(t *testing.T) {
+	code := `{"version": 1, "start": "f", "nodes": {
+	  "f": {"type": "foreach", "items": "${1..5000}", "as": "x", "concurrency": %d, "body": "b"},
+	  "b": {"type": "set", "values": 1}}}`
+	for _, c := range []int{1, 10} {
+		def, err := Parse([]byte(fmt.Sprintf(code, c)), Catalog{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var s testsuite.WorkflowTestSuite
+		env := s.NewTestWorkflowEnvironment()
+		env.RegisterWorkflowWithOptions(func(ctx workflow.Context, input any) (any, error) {
+			return Execute(ctx, def, input, Options{MaxSteps: 10, TaskSteps: 100_000})
+		}, workflow.RegisterOptions{Name: "spin"})
+		env.ExecuteWorkflow("spin", nil)
+		err = env.GetWorkflowError()
+		if !hasFailureType(err, FailureExpression) || !strings.Contains(err.Error(), "without waiting") {
+			t.Fatalf("concurrency %d: %v; want an ExpressionError about work without waiting", c, err)
+		}
+	}
+}
