@@ -152,9 +152,24 @@ func (r *run) unconsumed() []Signal {
 	return out
 }
 
+// drain queues the signals delivered to the run that its receiving coroutines have
+// not taken yet, so that a continue-as-new carries them.
+func (r *run) drain() {
+	for _, name := range r.def.Signals {
+		var payload any
+		for r.channels[name].ReceiveAsync(&payload) {
+			r.receive(name, payload, r.def.Waits[name])
+			payload = nil
+		}
+	}
+}
+
 // continueAsNew ends the run with Temporal's continue-as-new of the same workflow,
-// with input and c as its arguments, once it knows they fit in a payload.
-func (r *run) continueAsNew(ctx workflow.Context, input any, c *Continued) error {
+// with input and c as its arguments, once it knows they fit in a payload. c is built
+// by build after the signals delivered so far are queued.
+func (r *run) continueAsNew(ctx workflow.Context, input any, build func() *Continued) error {
+	r.drain()
+	c := build()
 	in, inSize, err := encode(input)
 	if err != nil {
 		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("the input of the continued run cannot be sent as JSON: %s", err), FailureExpression, nil)

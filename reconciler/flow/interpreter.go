@@ -131,8 +131,10 @@ func Execute(ctx workflow.Context, def *Definition, input any, opts Options) (an
 	if err := workflow.SetQueryHandler(ctx, StateQuery, r.state); err != nil {
 		return nil, fmt.Errorf("register state query: %w", err)
 	}
+	r.channels = make(map[string]workflow.ReceiveChannel, len(def.Signals))
 	for _, name := range def.Signals {
 		ch := workflow.GetSignalChannel(ctx, name)
+		r.channels[name] = ch
 		waited := def.Waits[name]
 		workflow.Go(ctx, func(ctx workflow.Context) {
 			for {
@@ -193,6 +195,7 @@ type run struct {
 	signals  map[string]any // signals.<name>
 	pending  map[string][]queued
 	received int // signals queued so far: their order of arrival
+	channels map[string]workflow.ReceiveChannel
 	steps    int
 	done     bool
 	// taskSteps is what is left of TaskSteps until the run next waits.
@@ -298,7 +301,7 @@ func (r *run) branch(ctx workflow.Context, f *frame, id string, main bool) (any,
 	for id != "" {
 		if main && r.extended {
 			if r.visited[id] && workflow.GetInfo(ctx).GetContinueAsNewSuggested() {
-				return nil, r.continueAsNew(ctx, r.input, r.carry(id, nil))
+				return nil, r.continueAsNew(ctx, r.input, func() *Continued { return r.carry(id, nil) })
 			}
 			r.visited[id] = true
 		}
@@ -481,7 +484,7 @@ func (r *run) exec(ctx workflow.Context, f *frame, n *Node, main bool) (step, er
 		if err != nil {
 			return step{}, err
 		}
-		return step{}, r.continueAsNew(ctx, v, &Continued{Pin: r.opts.Pin, Signals: r.unconsumed()})
+		return step{}, r.continueAsNew(ctx, v, func() *Continued { return &Continued{Pin: r.opts.Pin, Signals: r.unconsumed()} })
 	}
 	return step{}, fmt.Errorf("node %q: unknown type %q", n.ID, n.Type)
 }
@@ -643,7 +646,9 @@ func (r *run) foreach(ctx workflow.Context, f *frame, n *Node, main bool) (any, 
 		return nil, first
 	}
 	if pause {
-		return nil, r.continueAsNew(ctx, r.input, r.carry(n.ID, &ForeachProgress{Items: items, Results: results[:next]}))
+		return nil, r.continueAsNew(ctx, r.input, func() *Continued {
+			return r.carry(n.ID, &ForeachProgress{Items: items, Results: results[:next]})
+		})
 	}
 	return results, nil
 }
