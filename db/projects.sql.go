@@ -11,6 +11,33 @@ import (
 	"github.com/google/uuid"
 )
 
+const getCompiledVersion = `-- name: GetCompiledVersion :one
+SELECT c.version, c.workflow_code
+FROM compiled_workflows c
+JOIN workflows w ON w.id = c.workflow_id
+WHERE c.id = $1 AND w.project_id = $2 AND w.name = $3
+`
+
+type GetCompiledVersionParams struct {
+	ID           uuid.UUID `json:"id"`
+	ProjectID    uuid.UUID `json:"project_id"`
+	WorkflowName string    `json:"workflow_name"`
+}
+
+type GetCompiledVersionRow struct {
+	Version      int32  `json:"version"`
+	WorkflowCode string `json:"workflow_code"`
+}
+
+// A compiled version of one workflow of a project, by id (for a run continued as new
+// that is pinned to a version its worker no longer serves). Rows are immutable.
+func (q *Queries) GetCompiledVersion(ctx context.Context, arg GetCompiledVersionParams) (GetCompiledVersionRow, error) {
+	row := q.db.QueryRow(ctx, getCompiledVersion, arg.ID, arg.ProjectID, arg.WorkflowName)
+	var i GetCompiledVersionRow
+	err := row.Scan(&i.Version, &i.WorkflowCode)
+	return i, err
+}
+
 const listProjectStates = `-- name: ListProjectStates :many
 SELECT id, desired_status, generation
 FROM projects

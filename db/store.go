@@ -33,6 +33,13 @@ func (s *Store) AcquireLease(ctx context.Context, arg AcquireLeaseParams) (Acqui
 	return row, translate(err)
 }
 
+// GetCompiledVersion reads a compiled version of a project's workflow; ErrNotFound when
+// there is none.
+func (s *Store) GetCompiledVersion(ctx context.Context, arg GetCompiledVersionParams) (GetCompiledVersionRow, error) {
+	row, err := s.Queries.GetCompiledVersion(ctx, arg)
+	return row, translate(err)
+}
+
 func translate(err error) error {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return ErrNotFound

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"regexp"
 	"slices"
 	"sync"
 	"time"
@@ -137,6 +136,7 @@ type problem struct {
 	Node    *string `json:"node"`
 	Field   *string `json:"field"`
 	Message string  `json:"message"`
+	Kind    string  `json:"kind,omitempty"` // flow.ProblemKind, for JSON definitions
 	Line    *int    `json:"line,omitempty"`
 	Column  *int    `json:"column,omitempty"`
 }
@@ -177,15 +177,15 @@ func checkDefinition(code string, components, workflows []string) []problem {
 		return []problem{{Message: err.Error()}}
 	}
 	out := make([]problem, 0, len(ve.Problems))
-	for _, msg := range ve.Problems {
-		p := problem{Message: msg}
-		if m := problemNode.FindStringSubmatch(msg); m != nil {
-			p.Node = &m[1]
+	for _, vp := range ve.Problems {
+		p := problem{Message: vp.String(), Kind: string(vp.Kind)}
+		if vp.Node != "" {
+			p.Node = &vp.Node
+		}
+		if vp.Field != "" {
+			p.Field = &vp.Field
 		}
 		out = append(out, p)
 	}
 	return out
 }
-
-// problemNode finds the node a validation message is about.
-var problemNode = regexp.MustCompile(`^node "((?:[^"\\]|\\.)*)"`)

@@ -54,7 +54,8 @@ type Config struct {
 	// PollerBudget bounds the polls of each type this replica's workers hold in all:
 	// pollers beyond the defaults are granted only within it.
 	PollerBudget int `envconfig:"RECONCILER_POLLER_BUDGET"`
-	// MaxNodeExecutions ends a run that executes more nodes than this (runaway loops).
+	// MaxNodeExecutions ends a run when one of its paths (the main path, a parallel
+	// branch, a foreach iteration) executes more nodes than this in it (runaway loops).
 	MaxNodeExecutions int `envconfig:"RECONCILER_MAX_NODE_EXECUTIONS"`
 	// UnservedGrace is how long a run of a workflow the project does not serve waits
 	// (its workflow task retried) before it fails with WorkflowNotServed.

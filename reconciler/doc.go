@@ -66,10 +66,13 @@
 // A worker registers one dynamic workflow and one dynamic activity (served.go holds
 // what it serves). A run resolves its workflow type against the served set when it
 // starts and records the compiled definition in its history (a SideEffect), so it
-// keeps that version through reloads, restarts and redeploys. The same SideEffect
-// records whether the namespace has the search attributes ReconcilerProjectId and
-// ReconcilerCompiledVersion (search.go learns it in the background); if so the run
-// upserts them next, so a namespace without them never fails a workflow task. Changing the
+// keeps that version through reloads, restarts and redeploys; a run the interpreter
+// continued as new keeps it too (its second argument names it, read only when Temporal
+// says the run was continued; a CompiledLoader loads a version no longer served, in a
+// local activity). The same SideEffect records whether the namespace has the search
+// attributes ReconcilerProjectId and ReconcilerCompiledVersion (search.go learns it in
+// the background); if so the run upserts them next, so a namespace without them never
+// fails a workflow task. Changing the
 // interpreter's behaviour for existing histories needs workflow.GetVersion and new
 // replay histories (TestRecordHistories).
 //

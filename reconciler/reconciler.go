@@ -105,6 +105,8 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	}
 	r.search = &searchIndex{temporal: tc, namespace: cfg.TemporalNamespace, log: log, available: r.metrics.searchAttributes}
 	r.shared.search = r.search
+	loader := dbCompiledLoader(r.db)
+	r.shared.compiled.Store(&loader)
 	r.rows = newRowWriter(r.db, host, pid, replica, log, r.metrics.rowWriteSeconds)
 	r.workers = &workerSet{
 		cfg: cfg, shared: r.shared, log: log, rows: r.rows, health: health, failures: r.failures,

@@ -143,8 +143,16 @@ func TestNamespaceWithoutSearchAttributesChangesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		switch e.GetEventType() {
-		case enums.EVENT_TYPE_WORKFLOW_TASK_FAILED, enums.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+		case enums.EVENT_TYPE_WORKFLOW_TASK_FAILED:
 			t.Errorf("event %s in a namespace without the search attributes", e.GetEventType())
+		case enums.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
+			// workflow.GetVersion upserts Temporal's own TemporalChangeVersion, which every
+			// namespace has; the service's attributes must not be there.
+			for name := range e.GetUpsertWorkflowSearchAttributesEventAttributes().GetSearchAttributes().GetIndexedFields() {
+				if name != "TemporalChangeVersion" {
+					t.Errorf("search attribute %s upserted in a namespace without the service's attributes", name)
+				}
+			}
 		}
 	}
 

@@ -184,7 +184,7 @@ func (c *definitionCache) get(id, code string) (*flow.Definition, error) {
 		return def, nil
 	}
 	// Pinned code was valid when it was served; names it calls are checked at run time.
-	def, err := flow.Parse([]byte(code), flow.Catalog{})
+	def, err := flow.ParsePinned([]byte(code))
 	if err != nil {
 		return nil, err
 	}

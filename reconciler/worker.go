@@ -1,6 +1,8 @@
 package reconciler
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"go.temporal.io/sdk/worker"
 	"go.temporal.io/sdk/workflow"
 
+	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/egress"
 	"github.com/flowbuilder/reconciler/reconciler/flow"
@@ -78,8 +81,9 @@ type shared struct {
 	cfg        Config
 	defs       *definitionCache
 	http       *egress.Client
-	components *component.Pool // where component calls run
-	search     *searchIndex    // which search attributes runs set (nil: none)
+	components *component.Pool                // where component calls run
+	search     *searchIndex                   // which search attributes runs set (nil: none)
+	compiled   atomic.Pointer[CompiledLoader] // see SetCompiledLoader
 }
 
 // pinned is recorded in a run's history (a SideEffect) when it starts: the run uses
@@ -149,17 +153,36 @@ func (pw *projectWorker) Stop() {
 }
 
 // runWorkflow is the dynamic workflow: every workflow type of the project lands here
-// and is resolved against the served set, then pinned for the rest of the run.
+// and is resolved against the served set, then pinned for the rest of the run. A run
+// that the interpreter continued as new keeps the version of the run before: its
+// second argument (a flow.Continued, read only when Temporal says the run was
+// continued, so a client cannot pass one) names the compiled version, loaded through
+// CompiledLoader when the worker no longer serves it.
 func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.EncodedValues) (any, error) {
 	info := workflow.GetInfo(ctx)
 	name := info.WorkflowType.Name
 	waited := workflow.Now(ctx).Sub(info.WorkflowStartTime)
+	raw, count := rawArguments(args)
+	var carried *flow.Continued
+	if info.ContinuedExecutionRunID != "" && count == 2 {
+		var c flow.Continued
+		if err := converter.GetDefaultDataConverter().FromPayload(raw[1].Payload(), &c); err == nil {
+			carried = &c
+		}
+	}
 	var pin pinned
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
 		set := pw.served.Load()
-		if sw := set.workflows[name]; sw != nil {
-			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions,
-				Search: pw.shared.search.pin(pw.project.String())}
+		sw := set.workflows[name]
+		search := pw.shared.search.pin(pw.project.String())
+		if carried != nil && carried.Pin != "" {
+			if sw != nil && sw.compiledID.String() == carried.Pin {
+				return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions, Search: search}
+			}
+			return pinned{CompiledID: carried.Pin, MaxSteps: pw.shared.cfg.MaxNodeExecutions, Search: search} // loaded below
+		}
+		if sw != nil {
+			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions, Search: search}
 		}
 		return pinned{NotServed: pw.notServed(name), GaveUp: waited >= pw.shared.cfg.UnservedGrace}
 	}).Get(&pin)
@@ -177,6 +200,11 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 		// the logger rate-limits.
 		panic(notServedMarker + pw.notServed(name))
 	}
+	if pin.Code == "" {
+		if pin, err = pw.loadPinned(ctx, name, pin); err != nil {
+			return nil, err
+		}
+	}
 	if err := upsertSearch(ctx, pin); err != nil {
 		return nil, fmt.Errorf("set search attributes of %s: %w", name, err)
 	}
@@ -186,16 +214,153 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 			fmt.Sprintf("workflow %s version %d cannot be loaded: %s", name, pin.Version, err), "InvalidDefinition", nil)
 	}
 	var input any
-	if args.HasValues() {
+	if flow.Extended(ctx) {
+		if carried != nil {
+			count = 1
+		}
+		if input, err = workflowInput(name, raw, count); err != nil {
+			return nil, err
+		}
+	} else if args.HasValues() {
 		if err := args.Get(&input); err != nil {
 			return nil, temporal.NewNonRetryableApplicationError(
 				fmt.Sprintf("workflow %s: input is not JSON: %s", name, err), "InvalidInput", nil)
 		}
 	}
 	return flow.Execute(ctx, def, input, flow.Options{
-		MaxSteps: pin.MaxSteps,
-		Pinned:   map[string]any{"compiled_id": pin.CompiledID, "version": pin.Version},
+		MaxSteps:  pin.MaxSteps,
+		Pinned:    map[string]any{"compiled_id": pin.CompiledID, "version": pin.Version},
+		Pin:       pin.CompiledID,
+		Continued: carried,
 	})
+}
+
+// rawArguments returns the run's first arguments undecoded, and how many there are
+// (3 means 3 or more).
+func rawArguments(args converter.EncodedValues) ([3]converter.RawValue, int) {
+	var raw [3]converter.RawValue
+	if !args.HasValues() || args.Get(&raw[0], &raw[1], &raw[2]) != nil {
+		return raw, 0
+	}
+	n := 0
+	for _, r := range raw {
+		if r.Payload() != nil {
+			n++
+		}
+	}
+	return raw, n
+}
+
+// workflowInput is a run's input: its only argument, {} without one. Several
+// arguments, or one over the payload limit, fail the run at once.
+func workflowInput(name string, raw [3]converter.RawValue, count int) (any, error) {
+	invalid := func(format string, args ...any) error {
+		return temporal.NewNonRetryableApplicationError(fmt.Sprintf("workflow %s: ", name)+fmt.Sprintf(format, args...), flow.FailureInput, nil)
+	}
+	switch {
+	case count == 0:
+		return map[string]any{}, nil
+	case count > 1:
+		return nil, invalid("started with %s arguments: a workflow takes one, its input", map[bool]string{true: "3 or more", false: "2"}[count > 2])
+	}
+	if size := flow.PayloadSize(raw[0].Payload()); size > flow.MaxPayload {
+		return nil, invalid("the input is %d bytes, over the %d bytes a Temporal payload may carry", size, flow.MaxPayload)
+	}
+	var input any
+	if err := converter.GetDefaultDataConverter().FromPayload(raw[0].Payload(), &input); err != nil {
+		return nil, invalid("input is not JSON: %s", err)
+	}
+	return input, nil
+}
+
+// CompiledLoader reads a compiled version of one of a project's workflows by id: its
+// version number and code. It must find only versions of that workflow of that
+// project, and wrap ErrCompiledNotFound when there is none. The worker calls it (in a
+// local activity, recorded in the run's history) only for a run continued as new whose
+// version it no longer serves.
+type CompiledLoader func(ctx context.Context, project uuid.UUID, workflow string, compiledID uuid.UUID) (version int32, code string, err error)
+
+// ErrCompiledNotFound is what a CompiledLoader wraps when the version does not exist.
+var ErrCompiledNotFound = errors.New("compiled version not found")
+
+// SetCompiledLoader replaces how workers load the compiled versions that runs continued
+// as new are pinned to and that they no longer serve (by default: from the database,
+// dbCompiledLoader). Tests wrap the default one to count its calls.
+func (r *Reconciler) SetCompiledLoader(l CompiledLoader) { r.shared.compiled.Store(&l) }
+
+// CompiledLoader is how workers load pinned versions they no longer serve.
+func (r *Reconciler) CompiledLoader() CompiledLoader {
+	if l := r.shared.compiled.Load(); l != nil {
+		return *l
+	}
+	return nil
+}
+
+// dbCompiledLoader reads a pinned version from compiled_workflows (rows are immutable).
+func dbCompiledLoader(store *db.Store) CompiledLoader {
+	return func(ctx context.Context, project uuid.UUID, workflow string, compiledID uuid.UUID) (int32, string, error) {
+		row, err := store.GetCompiledVersion(ctx, db.GetCompiledVersionParams{ID: compiledID, ProjectID: project, WorkflowName: workflow})
+		if errors.Is(err, db.ErrNotFound) {
+			return 0, "", fmt.Errorf("%w: %s", ErrCompiledNotFound, compiledID)
+		}
+		if err != nil {
+			return 0, "", fmt.Errorf("load compiled version %s: %w", compiledID, err)
+		}
+		return row.Version, row.WorkflowCode, nil
+	}
+}
+
+// loadedVersion is the result of the local activity that loads a pinned version.
+type loadedVersion struct {
+	Version int32  `json:"version"`
+	Code    string `json:"code"`
+}
+
+// loadPinned fills in the code of a pinned version the worker did not serve when the
+// run started (a run continued as new), through a local activity.
+func (pw *projectWorker) loadPinned(ctx workflow.Context, name string, pin pinned) (pinned, error) {
+	lctx := workflow.WithLocalActivityOptions(ctx, workflow.LocalActivityOptions{
+		StartToCloseTimeout:    10 * time.Second,
+		ScheduleToCloseTimeout: 5 * time.Minute,
+	})
+	var loaded loadedVersion
+	if err := workflow.ExecuteLocalActivity(lctx, loadCompiledActivity(pw), name, pin.CompiledID).Get(lctx, &loaded); err != nil {
+		return pin, temporal.NewNonRetryableApplicationError(
+			fmt.Sprintf("workflow %s: the compiled version %s this run continues with cannot be loaded: %s", name, pin.CompiledID, err), "InvalidDefinition", nil)
+	}
+	pin.Version, pin.Code = loaded.Version, loaded.Code
+	return pin, nil
+}
+
+// loadCompiledActivity is the local activity behind loadPinned. It is not a method
+// value, nor inlined into one: the SDK resolves functions whose name has a receiver by
+// name in the worker's registry, where the dynamic activity would answer.
+//
+//go:noinline
+func loadCompiledActivity(pw *projectWorker) func(ctx context.Context, name, compiledID string) (loadedVersion, error) {
+	return func(ctx context.Context, name, compiledID string) (loadedVersion, error) {
+		return pw.loadCompiled(ctx, name, compiledID)
+	}
+}
+
+// loadCompiled loads a pinned version through the CompiledLoader.
+func (pw *projectWorker) loadCompiled(ctx context.Context, name, compiledID string) (loadedVersion, error) {
+	load := pw.shared.compiled.Load()
+	if load == nil {
+		return loadedVersion{}, temporal.NewNonRetryableApplicationError("this service cannot load compiled versions it does not serve (no CompiledLoader)", "InvalidDefinition", nil)
+	}
+	id, err := uuid.Parse(compiledID)
+	if err != nil {
+		return loadedVersion{}, temporal.NewNonRetryableApplicationError(fmt.Sprintf("%q is not a compiled version id", compiledID), "InvalidDefinition", nil)
+	}
+	version, code, err := (*load)(ctx, pw.project, name, id)
+	if errors.Is(err, ErrCompiledNotFound) {
+		return loadedVersion{}, temporal.NewNonRetryableApplicationError(err.Error(), "InvalidDefinition", err)
+	}
+	if err != nil {
+		return loadedVersion{}, err
+	}
+	return loadedVersion{Version: version, Code: code}, nil
 }
 
 func (pw *projectWorker) notServed(name string) string {

@@ -27,6 +27,7 @@ commands:
   status [--json]     every project: desired vs actual, health, generations, last error
   search-attributes   register the search attributes runs set (ReconcilerProjectId,
                       ReconcilerCompiledVersion) in TEMPORAL_NAMESPACE at TEMPORAL_ADDRESS
+  validate FILE...    check compiled workflow definitions offline; every problem with its node id
 
 configuration is read from the environment: see README.md`
 
@@ -38,6 +39,9 @@ func (e usageError) Unwrap() error { return e.error }
 func run(ctx context.Context, args []string, out io.Writer) error {
 	if len(args) == 0 {
 		return usageError{errors.New(usage)}
+	}
+	if args[0] == "validate" {
+		return validate(args[1:], out)
 	}
 	cfg, err := reconciler.LoadConfig()
 	if err != nil {

@@ -51,3 +51,11 @@ SELECT p.id,
        ), '[]'::jsonb) ELSE '[]'::jsonb END::jsonb AS components
 FROM projects p
 WHERE p.id = @id;
+
+-- name: GetCompiledVersion :one
+-- A compiled version of one workflow of a project, by id (for a run continued as new
+-- that is pinned to a version its worker no longer serves). Rows are immutable.
+SELECT c.version, c.workflow_code
+FROM compiled_workflows c
+JOIN workflows w ON w.id = c.workflow_id
+WHERE c.id = @id AND w.project_id = @project_id AND w.name = @workflow_name;

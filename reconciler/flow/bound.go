@@ -198,12 +198,19 @@ func compileExpr(source string, r *refs) (e *Expr, err error) {
 	if err != nil {
 		return bad(err)
 	}
+	if err := bindLoopVariables(tree, r); err != nil {
+		return bad(err)
+	}
 	// Constant patterns are compiled by the checker: refuse big ones first.
 	if err := checkPatterns(tree, DefaultLimits.RegexpInsts); err != nil {
 		return bad(err)
 	}
+	known := len(r.unknown)
 	if _, err := new(checker.Checker).PatchAndCheck(tree, config); err != nil {
 		return bad(err)
+	}
+	if len(r.unknown) > known {
+		return bad(fmt.Errorf("workflow has no field %q (it has %s)", r.unknown[known], strings.Join(workflowFields, ", ")))
 	}
 	rw := &rewriter{size: map[ast.Node]int64{}}
 	ast.Walk(&tree.Node, rw)

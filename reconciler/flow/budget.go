@@ -248,7 +248,7 @@ func (w *walker) walk(v any, depth int) (int64, error) {
 	case *time.Location:
 		return 2, nil
 	case Scope:
-		return w.list(3, depth, func(i int) any { return [...]any{v.Input, v.Nodes, v.Signals}[i] })
+		return w.list(5, depth, func(i int) any { return [...]any{v.Input, v.Nodes, v.Signals, v.Workflow, v.Loop}[i] })
 	}
 	return w.reflect(reflect.ValueOf(v), depth)
 }

@@ -65,7 +65,7 @@ func TestParseRejectsBadDefinitionsWithClearReasons(t *testing.T) {
 		{"wrong version", `{"version": 2, "start": "a", "nodes": {"a": {"type": "return"}}}`, `"version" must be 1`},
 		{"unknown node type", `{"version": 1, "start": "a", "nodes": {"a": {"type": "loop"}}}`, `unknown type "loop"`},
 		{"dangling next", `{"version": 1, "start": "a", "nodes": {"a": {"type": "activity", "activity": "echo", "next": "b"}}}`, `"next" names node "b", which does not exist`},
-		{"dangling branch", `{"version": 1, "start": "a", "nodes": {"a": {"type": "parallel", "branches": ["z"]}}}`, `"branches" names node "z"`},
+		{"dangling branch", `{"version": 1, "start": "a", "nodes": {"a": {"type": "parallel", "branches": ["z"]}}}`, `"branches[0]" names node "z"`},
 		{"unknown activity", `{"version": 1, "start": "a", "nodes": {"a": {"type": "activity", "activity": "sendMail"}}}`, `unknown activity "sendMail"`},
 		{"unknown child", `{"version": 1, "start": "a", "nodes": {"a": {"type": "child_workflow", "workflow": "nope"}}}`, `child workflow "nope" is not an active workflow`},
 		{"bad expression", `{"version": 1, "start": "a", "nodes": {"a": {"type": "return", "value": "${input.name +}"}}}`, "bad expression"},
@@ -81,7 +81,7 @@ func TestParseRejectsBadDefinitionsWithClearReasons(t *testing.T) {
 		{"empty branches", `{"version": 1, "start": "a", "nodes": {"a": {"type": "parallel", "branches": []}}}`, `"branches" must be a non-empty array`},
 		{"on_timeout without timeout", `{"version": 1, "start": "a", "nodes": {"a": {"type": "wait_signal", "signal": "s", "on_timeout": "a"}}}`, `"on_timeout" needs a "timeout"`},
 		{"fail without message", `{"version": 1, "start": "a", "nodes": {"a": {"type": "fail"}}}`, `"message" is missing`},
-		{"node not an object", `{"version": 1, "start": "a", "nodes": {"a": 5}}`, `node "a" must be an object`},
+		{"node not an object", `{"version": 1, "start": "a", "nodes": {"a": 5}}`, `node "a": must be an object`},
 		{"nodes not an object", `{"version": 1, "start": "a", "nodes": []}`, `"nodes" must be an object`},
 	}
 	for _, c := range cases {

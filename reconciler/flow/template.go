@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,15 +14,26 @@ import (
 	"github.com/expr-lang/expr/vm"
 )
 
-// Scope is what expressions see: the workflow's input, the output of every node that
-// has run (nodes.<id>.output) and the last payload of each signal (signals.<name>).
+// Scope is what expressions see: the workflow's input, the output (and the caught
+// failure) of every node that has run (nodes.<id>.output, nodes.<id>.error), the last
+// payload consumed of each signal (signals.<name>), facts about the run (workflow.id,
+// run_id, type, attempt, start_time) and, inside a foreach body, the foreach variables
+// by their names (see regions.go: the names are rewritten into reads of Loop).
+//
+// bound.go's rewriting and budget.go's walker know this struct: a new field that can
+// hold a value of any size must be walked there too.
 type Scope struct {
-	Input   any            `expr:"input"`
-	Nodes   map[string]any `expr:"nodes"`
-	Signals map[string]any `expr:"signals"`
+	Input    any            `expr:"input"`
+	Nodes    map[string]any `expr:"nodes"`
+	Signals  map[string]any `expr:"signals"`
+	Workflow map[string]any `expr:"workflow"`
+	Loop     map[string]any `expr:"foreach variables"`
 
 	budget *budget // of the evaluation running; expressions cannot see it
 }
+
+// workflowFields are the fields of workflow in expressions.
+var workflowFields = []string{"id", "run_id", "type", "attempt", "start_time"}
 
 // Expr is a compiled expression (see bound.go for how it is bounded).
 type Expr struct {
@@ -31,10 +43,13 @@ type Expr struct {
 	bytes   int64 // what its array and map literals allocate, run once
 }
 
-// refs collects what expressions of a definition refer to, for validation.
+// refs collects what expressions of a definition refer to, for validation, and says
+// which foreach variables are in scope of the expression being compiled.
 type refs struct {
 	nodes   map[string]bool
 	signals map[string]bool
+	unknown []string // workflow.<name> that does not exist
+	loop    []string
 }
 
 // Eval runs the expression in scope within DefaultLimits and returns a JSON-compatible
@@ -96,6 +111,10 @@ func (c *refCollector) Visit(node *ast.Node) {
 		c.refs.nodes[prop.Value] = true
 	case "signals":
 		c.refs.signals[prop.Value] = true
+	case "workflow":
+		if !slices.Contains(workflowFields, prop.Value) {
+			c.refs.unknown = append(c.refs.unknown, prop.Value)
+		}
 	}
 }
 
