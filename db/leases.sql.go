@@ -12,10 +12,15 @@ import (
 	"github.com/google/uuid"
 )
 
-const acquireLease = `-- name: AcquireLease :one
-WITH attempt AS (
+const acquireLeases = `-- name: AcquireLeases :many
+WITH wanted AS (
+    SELECT DISTINCT w.project_id
+    FROM unnest($1::uuid[]) AS w(project_id)
+    JOIN projects p ON p.id = w.project_id
+), attempt AS (
     INSERT INTO project_leases AS l (project_id, owner, term, expires_at, acquired_at)
-    VALUES ($1::uuid, $2::text, 1, now() + make_interval(secs => $3::float8), now())
+    SELECT project_id, $2::text, 1, now() + make_interval(secs => $3::float8), now()
+    FROM wanted
     ON CONFLICT (project_id) DO UPDATE
     SET term        = CASE WHEN l.owner IS NOT DISTINCT FROM excluded.owner THEN l.term ELSE l.term + 1 END,
         acquired_at = CASE WHEN l.owner IS NOT DISTINCT FROM excluded.owner THEN l.acquired_at ELSE now() END,
@@ -29,61 +34,73 @@ WITH attempt AS (
                                WHERE r.replica_id = l.owner
                                  AND NOT r.fences
                                  AND r.heartbeat_at > now() - make_interval(secs => $5::float8))))
-    RETURNING l.owner, l.term, l.expires_at
+    RETURNING l.project_id, l.owner, l.term, l.expires_at
 ), closed AS (
     UPDATE workflow_workers w
     SET status     = CASE WHEN w.status = 'stopping' THEN 'stopped' ELSE 'failed' END,
         stopped_at = now(),
         metadata   = w.metadata || jsonb_build_object('error', 'lease taken over by ' || $2::text)
-    WHERE w.project_id = $1::uuid
+    WHERE w.project_id IN (SELECT project_id FROM attempt)
       AND w.status IN ('starting', 'running', 'stopping')
       AND w.replica_id IS DISTINCT FROM $2::text
-      AND EXISTS (SELECT 1 FROM attempt)
 )
-SELECT true AS acquired, coalesce(owner, '')::text AS owner, term, expires_at FROM attempt
+SELECT a.project_id, true AS acquired, coalesce(a.owner, '')::text AS owner, a.term, a.expires_at FROM attempt a
 UNION ALL
-SELECT false, coalesce(owner, '')::text, term, expires_at
-FROM project_leases
-WHERE project_id = $1::uuid AND NOT EXISTS (SELECT 1 FROM attempt)
+SELECT l.project_id, false, coalesce(l.owner, '')::text, l.term, l.expires_at
+FROM project_leases l
+WHERE l.project_id IN (SELECT project_id FROM wanted)
+  AND l.project_id NOT IN (SELECT project_id FROM attempt)
 `
 
-type AcquireLeaseParams struct {
-	ProjectID         uuid.UUID `json:"project_id"`
-	Replica           string    `json:"replica"`
-	TtlSeconds        float64   `json:"ttl_seconds"`
-	DeadReplicas      []string  `json:"dead_replicas"`
-	StaleAfterSeconds float64   `json:"stale_after_seconds"`
+type AcquireLeasesParams struct {
+	ProjectIds        []uuid.UUID `json:"project_ids"`
+	Replica           string      `json:"replica"`
+	TtlSeconds        float64     `json:"ttl_seconds"`
+	DeadReplicas      []string    `json:"dead_replicas"`
+	StaleAfterSeconds float64     `json:"stale_after_seconds"`
 }
 
-type AcquireLeaseRow struct {
+type AcquireLeasesRow struct {
+	ProjectID uuid.UUID `json:"project_id"`
 	Acquired  bool      `json:"acquired"`
 	Owner     string    `json:"owner"`
 	Term      int64     `json:"term"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
-// Takes a project's lease when it is free, already ours (then the term stays), or
-// expired — unless its owner is a replica that does not fence (it was alone) and may
-// still run: then only once that replica is presumed dead (@dead_replicas, or no
-// heartbeat for @stale_after_seconds). On a change of owner the term grows and the live
-// rows of the previous owner's workers are closed. acquired is false when the lease
-// cannot be taken; expires_at then says when it runs out.
-func (q *Queries) AcquireLease(ctx context.Context, arg AcquireLeaseParams) (AcquireLeaseRow, error) {
-	row := q.db.QueryRow(ctx, acquireLease,
-		arg.ProjectID,
+// AcquireLease for many projects in one statement (a mass start): one row per project
+// that exists, acquired or not, with the same rules. A project missing from the answer
+// was deleted.
+func (q *Queries) AcquireLeases(ctx context.Context, arg AcquireLeasesParams) ([]AcquireLeasesRow, error) {
+	rows, err := q.db.Query(ctx, acquireLeases,
+		arg.ProjectIds,
 		arg.Replica,
 		arg.TtlSeconds,
 		arg.DeadReplicas,
 		arg.StaleAfterSeconds,
 	)
-	var i AcquireLeaseRow
-	err := row.Scan(
-		&i.Acquired,
-		&i.Owner,
-		&i.Term,
-		&i.ExpiresAt,
-	)
-	return i, err
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []AcquireLeasesRow
+	for rows.Next() {
+		var i AcquireLeasesRow
+		if err := rows.Scan(
+			&i.ProjectID,
+			&i.Acquired,
+			&i.Owner,
+			&i.Term,
+			&i.ExpiresAt,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 const announceReplica = `-- name: AnnounceReplica :exec
@@ -147,38 +164,43 @@ func (q *Queries) ListReplicas(ctx context.Context) ([]ListReplicasRow, error) {
 	return items, nil
 }
 
-const releaseLease = `-- name: ReleaseLease :execrows
-WITH released AS (
-    UPDATE project_leases
+const releaseLeases = `-- name: ReleaseLeases :execrows
+WITH r AS (
+    SELECT unnest($2::uuid[]) AS project_id, unnest($3::bigint[]) AS term, unnest($4::text[]) AS worker_id
+), released AS (
+    UPDATE project_leases l
     SET owner = NULL, expires_at = now()
-    WHERE project_id = $1::uuid AND owner = $2::text AND term = $3::bigint
-    RETURNING project_id
+    FROM r
+    WHERE l.project_id = r.project_id AND l.owner = $1::text AND l.term = r.term
+    RETURNING l.project_id
 ), closed AS (
-    UPDATE workflow_workers
-    SET status = 'stopped', stopped_at = coalesce(stopped_at, now()), last_heartbeat = last_heartbeat
-    WHERE worker_id = $4::text
-      AND status IN ('starting', 'running', 'stopping')
-      AND EXISTS (SELECT 1 FROM released)
+    UPDATE workflow_workers w
+    SET status = 'stopped', stopped_at = coalesce(w.stopped_at, now()), last_heartbeat = w.last_heartbeat
+    FROM r
+    WHERE w.worker_id = r.worker_id
+      AND r.worker_id <> ''
+      AND w.status IN ('starting', 'running', 'stopping')
+      AND r.project_id IN (SELECT project_id FROM released)
 )
-SELECT pg_notify('reconciler_projects', project_id::text) FROM released
+SELECT pg_notify('reconciler_projects', 'released:' || $1::text || ':' || project_id::text) FROM released
 `
 
-type ReleaseLeaseParams struct {
-	ProjectID uuid.UUID `json:"project_id"`
-	Replica   string    `json:"replica"`
-	Term      int64     `json:"term"`
-	WorkerID  string    `json:"worker_id"`
+type ReleaseLeasesParams struct {
+	Replica    string      `json:"replica"`
+	ProjectIds []uuid.UUID `json:"project_ids"`
+	Terms      []int64     `json:"terms"`
+	WorkerIds  []string    `json:"worker_ids"`
 }
 
-// Gives a project's lease up (under its term) and tells the other replicas at once. The
-// stopped worker's row (worker_id, may be empty) is closed in the same statement, so a
-// successor never finds it live.
-func (q *Queries) ReleaseLease(ctx context.Context, arg ReleaseLeaseParams) (int64, error) {
-	result, err := q.db.Exec(ctx, releaseLease,
-		arg.ProjectID,
+// ReleaseLease for many projects in one statement (a mass stop). Each release is
+// notified as released:<replica>:<project id>: the other replicas reconcile the project,
+// the releasing one knows already.
+func (q *Queries) ReleaseLeases(ctx context.Context, arg ReleaseLeasesParams) (int64, error) {
+	result, err := q.db.Exec(ctx, releaseLeases,
 		arg.Replica,
-		arg.Term,
-		arg.WorkerID,
+		arg.ProjectIds,
+		arg.Terms,
+		arg.WorkerIds,
 	)
 	if err != nil {
 		return 0, err

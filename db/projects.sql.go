@@ -71,22 +71,20 @@ func (q *Queries) ListProjectStates(ctx context.Context) ([]ListProjectStatesRow
 	return items, nil
 }
 
-const loadProject = `-- name: LoadProject :one
+const loadProjects = `-- name: LoadProjects :many
 SELECT p.id,
        p.desired_status,
        p.generation,
        p.task_queue_name,
        p.worker_options,
        p.restart_generation,
-       (p.desired_status = 'running' AND p.generation <> $1::bigint)::bool AS definitions,
-       CASE WHEN p.desired_status = 'running' AND p.generation <> $1::bigint THEN coalesce((
+       (p.desired_status = 'running' AND p.generation <> s.served)::bool AS definitions,
+       CASE WHEN p.desired_status = 'running' AND p.generation <> s.served THEN coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'name', w.name,
                       'compiled_id', c.id,
                       'version', c.version,
                       'code', c.workflow_code,
-                      -- The newest older version known to be valid: served when the
-                      -- newest does not validate.
                       'fallback', (SELECT jsonb_build_object('compiled_id', f.id, 'version', f.version, 'code', f.workflow_code)
                                    FROM compiled_workflows f
                                    JOIN compiled_workflow_checks k ON k.compiled_workflow_id = f.id AND k.valid
@@ -103,7 +101,7 @@ SELECT p.id,
            ) c ON true
            WHERE w.project_id = p.id AND w.status = 'active'
        ), '[]'::jsonb) ELSE '[]'::jsonb END::jsonb AS workflows,
-       CASE WHEN p.desired_status = 'running' AND p.generation <> $1::bigint THEN coalesce((
+       CASE WHEN p.desired_status = 'running' AND p.generation <> s.served THEN coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'name', co.name,
                       'language', co.implementation_language,
@@ -111,16 +109,16 @@ SELECT p.id,
            FROM components co
            WHERE co.project_id = p.id AND co.is_active
        ), '[]'::jsonb) ELSE '[]'::jsonb END::jsonb AS components
-FROM projects p
-WHERE p.id = $2
+FROM (SELECT unnest($1::uuid[]) AS id, unnest($2::bigint[]) AS served) s
+JOIN projects p ON p.id = s.id
 `
 
-type LoadProjectParams struct {
-	ServedGeneration int64     `json:"served_generation"`
-	ID               uuid.UUID `json:"id"`
+type LoadProjectsParams struct {
+	Ids               []uuid.UUID `json:"ids"`
+	ServedGenerations []int64     `json:"served_generations"`
 }
 
-type LoadProjectRow struct {
+type LoadProjectsRow struct {
 	ID                uuid.UUID `json:"id"`
 	DesiredStatus     string    `json:"desired_status"`
 	Generation        int64     `json:"generation"`
@@ -132,24 +130,35 @@ type LoadProjectRow struct {
 	Components        []byte    `json:"components"`
 }
 
-// The one read of a reconcile: what the builder app wants for a project and, when it
-// should run at a generation other than @served_generation (the one its worker serves
-// here, -1 without a worker), everything a worker serves, from the same snapshot. Each
-// active workflow appears once, at its highest compiled version (compiled_id NULL when
-// it has none). definitions is false when workflows and components were not read.
-func (q *Queries) LoadProject(ctx context.Context, arg LoadProjectParams) (LoadProjectRow, error) {
-	row := q.db.QueryRow(ctx, loadProject, arg.ServedGeneration, arg.ID)
-	var i LoadProjectRow
-	err := row.Scan(
-		&i.ID,
-		&i.DesiredStatus,
-		&i.Generation,
-		&i.TaskQueueName,
-		&i.WorkerOptions,
-		&i.RestartGeneration,
-		&i.Definitions,
-		&i.Workflows,
-		&i.Components,
-	)
-	return i, err
+// LoadProject for many projects in one statement (many reconciles at once): one row per
+// project that exists; served_generations[i] is what the worker of ids[i] serves here
+// (-1 without a worker).
+func (q *Queries) LoadProjects(ctx context.Context, arg LoadProjectsParams) ([]LoadProjectsRow, error) {
+	rows, err := q.db.Query(ctx, loadProjects, arg.Ids, arg.ServedGenerations)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var items []LoadProjectsRow
+	for rows.Next() {
+		var i LoadProjectsRow
+		if err := rows.Scan(
+			&i.ID,
+			&i.DesiredStatus,
+			&i.Generation,
+			&i.TaskQueueName,
+			&i.WorkerOptions,
+			&i.RestartGeneration,
+			&i.Definitions,
+			&i.Workflows,
+			&i.Components,
+		); err != nil {
+			return nil, err
+		}
+		items = append(items, i)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return items, nil
 }

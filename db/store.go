@@ -20,19 +20,6 @@ type Store struct {
 // NewStore wraps a pool (or a connection, or a transaction).
 func NewStore(db DBTX) *Store { return &Store{Queries: New(db)} }
 
-// LoadProject reads a project for a reconcile (see the query); ErrNotFound when it was
-// deleted.
-func (s *Store) LoadProject(ctx context.Context, arg LoadProjectParams) (LoadProjectRow, error) {
-	row, err := s.Queries.LoadProject(ctx, arg)
-	return row, translate(err)
-}
-
-// AcquireLease tries to take a project's lease; ErrNotFound when the project is gone.
-func (s *Store) AcquireLease(ctx context.Context, arg AcquireLeaseParams) (AcquireLeaseRow, error) {
-	row, err := s.Queries.AcquireLease(ctx, arg)
-	return row, translate(err)
-}
-
 // GetCompiledVersion reads a compiled version of a project's workflow; ErrNotFound when
 // there is none.
 func (s *Store) GetCompiledVersion(ctx context.Context, arg GetCompiledVersionParams) (GetCompiledVersionRow, error) {

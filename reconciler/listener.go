@@ -29,6 +29,7 @@ const (
 	pingPrefix     = "ping:"
 	replicasPrefix = "replicas:"
 	compiledPrefix = "compiled:" // a compiled version to check (compile feedback)
+	releasedPrefix = "released:" // released:<replica>:<project id>: a lease given up
 )
 
 // listener holds the LISTEN connection: it marks projects dirty as their notifications
@@ -292,6 +293,14 @@ func (h listenHandler) HandleNotification(_ context.Context, n *pgconn.Notificat
 	case strings.HasPrefix(n.Payload, replicasPrefix):
 		if n.Payload != replicasPrefix+h.l.replica {
 			h.l.onReplicas()
+		}
+	case strings.HasPrefix(n.Payload, releasedPrefix):
+		// Another replica gave a lease up: the project may be ours to start now. A
+		// release of this replica's own needs no second look.
+		rest := strings.TrimPrefix(n.Payload, releasedPrefix)
+		i := strings.LastIndexByte(rest, ':') // a replica id may hold colons: the project id is last
+		if id, err := uuid.Parse(rest[i+1:]); i > 0 && err == nil && rest[:i] != h.l.replica {
+			h.l.onProject(id)
 		}
 	case strings.HasPrefix(n.Payload, compiledPrefix):
 		if id, err := uuid.Parse(strings.TrimPrefix(n.Payload, compiledPrefix)); err == nil {

@@ -98,7 +98,7 @@ func (r *Reconciler) pass(ctx context.Context, id uuid.UUID) (act action, genera
 // observe reads what the database wants for a project (one statement, with its
 // definitions when a worker will need them), what this process runs, the lease and the
 // project's failure history.
-func (r *Reconciler) observe(ctx context.Context, id uuid.UUID) (observation, db.LoadProjectRow, error) {
+func (r *Reconciler) observe(ctx context.Context, id uuid.UUID) (observation, db.LoadProjectsRow, error) {
 	pw := r.workers.Get(id)
 	served := int64(-1)
 	o := observation{}
@@ -108,11 +108,11 @@ func (r *Reconciler) observe(ctx context.Context, id uuid.UUID) (observation, db
 			StartGeneration: pw.startGeneration, Replace: pw.replace.Load()}
 	}
 	o.Actual.Stopping, o.Actual.StoppedAt = r.workers.StopState(id)
-	p, err := r.db.LoadProject(ctx, db.LoadProjectParams{ID: id, ServedGeneration: served})
+	p, err := r.loadProject(ctx, id, served)
 	switch {
 	case errors.Is(err, db.ErrNotFound):
 	case err != nil:
-		return observation{}, p, fmt.Errorf("read project %s: %w", id, err)
+		return observation{}, p, err
 	default:
 		opts, err := parseWorkerOptions(p.WorkerOptions)
 		if err != nil {
@@ -137,7 +137,7 @@ func (r *Reconciler) observe(ctx context.Context, id uuid.UUID) (observation, db
 }
 
 // act applies a step.
-func (r *Reconciler) act(ctx context.Context, id uuid.UUID, s step, o observation, p db.LoadProjectRow) error {
+func (r *Reconciler) act(ctx context.Context, id uuid.UUID, s step, o observation, p db.LoadProjectsRow) error {
 	log := r.log.With("project_id", id, "action", s.Action.String())
 	if s.DropLease {
 		r.leases.Drop(id)
@@ -154,10 +154,10 @@ func (r *Reconciler) act(ctx context.Context, id uuid.UUID, s step, o observatio
 		if !p.Definitions {
 			// Read without them (a restart at an unchanged generation): read again.
 			var err error
-			if p, err = r.db.LoadProject(ctx, db.LoadProjectParams{ID: id, ServedGeneration: -1}); errors.Is(err, db.ErrNotFound) {
+			if p, err = r.loadProject(ctx, id, -1); errors.Is(err, db.ErrNotFound) {
 				return nil // deleted meanwhile: its notification stops what runs
 			} else if err != nil {
-				return fmt.Errorf("read project %s: %w", id, err)
+				return err
 			}
 		}
 		set, err := servedFrom(p)
@@ -211,4 +211,45 @@ func (r *Reconciler) releaseAfterStop(pw *projectWorker) {
 func (r *Reconciler) notice(id uuid.UUID) {
 	r.noticed.LoadOrStore(id, time.Now())
 	r.queue.Add(id)
+}
+
+// loadRequest is one project to read: its id, and the generation its worker serves
+// here (-1 without one), which decides whether its definitions are read too.
+type loadRequest struct {
+	id     uuid.UUID
+	served int64
+}
+
+// loadProject reads a project for a pass (db.ErrNotFound: deleted). Passes that read at
+// the same time share one statement.
+func (r *Reconciler) loadProject(ctx context.Context, id uuid.UUID, served int64) (db.LoadProjectsRow, error) {
+	p, err := r.loader.Do(ctx, loadRequest{id: id, served: served})
+	if err != nil {
+		return db.LoadProjectsRow{}, fmt.Errorf("read project %s: %w", id, err)
+	}
+	if p == nil {
+		return db.LoadProjectsRow{}, db.ErrNotFound
+	}
+	return *p, nil
+}
+
+// loadBatch reads many projects in one statement.
+func (r *Reconciler) loadBatch(ctx context.Context, reqs []loadRequest) ([]*db.LoadProjectsRow, error) {
+	arg := db.LoadProjectsParams{Ids: make([]uuid.UUID, len(reqs)), ServedGenerations: make([]int64, len(reqs))}
+	for i, q := range reqs {
+		arg.Ids[i], arg.ServedGenerations[i] = q.id, q.served
+	}
+	rows, err := r.db.LoadProjects(ctx, arg)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[uuid.UUID]*db.LoadProjectsRow, len(rows))
+	for i := range rows {
+		byID[rows[i].ID] = &rows[i]
+	}
+	out := make([]*db.LoadProjectsRow, len(reqs))
+	for i, q := range reqs {
+		out[i] = byID[q.id]
+	}
+	return out, nil
 }

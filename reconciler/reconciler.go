@@ -17,6 +17,7 @@ import (
 	"go.temporal.io/sdk/client"
 
 	"github.com/flowbuilder/reconciler/db"
+	"github.com/flowbuilder/reconciler/reconciler/batch"
 	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/egress"
 	"github.com/flowbuilder/reconciler/reconciler/lease"
@@ -38,6 +39,7 @@ type Reconciler struct {
 	replica   string // this process's name among the replicas sharing the database
 
 	shared   *shared
+	loader   *batch.Batcher[loadRequest, *db.LoadProjectsRow]
 	queue    *queue
 	failures *failures
 	workers  *workerSet
@@ -86,6 +88,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		failures: newFailures(cfg.BackoffBase, cfg.BackoffMax, cfg.BackoffResetAfter),
 		metrics:  newMetrics(cfg.MetricsProjectLabels),
 	}
+	r.loader = &batch.Batcher[loadRequest, *db.LoadProjectsRow]{Max: 256, Run: r.loadBatch}
 	health := newPollHealth()
 	queues := &sync.Map{}
 	tc, err := newTemporalClient(cfg, log, health, queues, newSDKMetrics(r.metrics.registry, cfg.MetricsProjectLabels, queues))

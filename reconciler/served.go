@@ -16,7 +16,7 @@ import (
 
 // What a worker serves: the project's active workflows at their highest valid
 // compiled version and its active components, loaded from the reconcile's one read of
-// the project (db.LoadProject), validated, and swapped into the worker atomically by
+// the project (db.LoadProjects), validated, and swapped into the worker atomically by
 // a start or a reload. Runs pin the version they started with (see worker.go), and the
 // parsed definitions of pinned versions are cached by compiled id.
 
@@ -63,7 +63,7 @@ func (s *servedSet) metadata() map[string]any {
 
 // servedFrom validates what LoadProject read for a project (its definitions must
 // have been read).
-func servedFrom(p db.LoadProjectRow) (*servedSet, error) {
+func servedFrom(p db.LoadProjectsRow) (*servedSet, error) {
 	set, err := buildServed(p.Generation, p.Workflows, p.Components)
 	if err != nil {
 		return nil, fmt.Errorf("load definitions of project %s: %w", p.ID, err)

@@ -29,64 +29,6 @@ SELECT 'lease'::text AS kind, project_id::text AS id, term AS n FROM renewed
 UNION ALL
 SELECT 'replica'::text, replica_id, capacity::bigint FROM others;
 
--- name: AcquireLease :one
--- Takes a project's lease when it is free, already ours (then the term stays), or
--- expired — unless its owner is a replica that does not fence (it was alone) and may
--- still run: then only once that replica is presumed dead (@dead_replicas, or no
--- heartbeat for @stale_after_seconds). On a change of owner the term grows and the live
--- rows of the previous owner's workers are closed. acquired is false when the lease
--- cannot be taken; expires_at then says when it runs out.
-WITH attempt AS (
-    INSERT INTO project_leases AS l (project_id, owner, term, expires_at, acquired_at)
-    VALUES (@project_id::uuid, @replica::text, 1, now() + make_interval(secs => @ttl_seconds::float8), now())
-    ON CONFLICT (project_id) DO UPDATE
-    SET term        = CASE WHEN l.owner IS NOT DISTINCT FROM excluded.owner THEN l.term ELSE l.term + 1 END,
-        acquired_at = CASE WHEN l.owner IS NOT DISTINCT FROM excluded.owner THEN l.acquired_at ELSE now() END,
-        owner       = excluded.owner,
-        expires_at  = excluded.expires_at
-    WHERE l.owner IS NULL
-       OR l.owner = excluded.owner
-       OR (l.expires_at < now()
-           AND (l.owner = ANY(@dead_replicas::text[])
-                OR NOT EXISTS (SELECT 1 FROM reconciler_replicas r
-                               WHERE r.replica_id = l.owner
-                                 AND NOT r.fences
-                                 AND r.heartbeat_at > now() - make_interval(secs => @stale_after_seconds::float8))))
-    RETURNING l.owner, l.term, l.expires_at
-), closed AS (
-    UPDATE workflow_workers w
-    SET status     = CASE WHEN w.status = 'stopping' THEN 'stopped' ELSE 'failed' END,
-        stopped_at = now(),
-        metadata   = w.metadata || jsonb_build_object('error', 'lease taken over by ' || @replica::text)
-    WHERE w.project_id = @project_id::uuid
-      AND w.status IN ('starting', 'running', 'stopping')
-      AND w.replica_id IS DISTINCT FROM @replica::text
-      AND EXISTS (SELECT 1 FROM attempt)
-)
-SELECT true AS acquired, coalesce(owner, '')::text AS owner, term, expires_at FROM attempt
-UNION ALL
-SELECT false, coalesce(owner, '')::text, term, expires_at
-FROM project_leases
-WHERE project_id = @project_id::uuid AND NOT EXISTS (SELECT 1 FROM attempt);
-
--- name: ReleaseLease :execrows
--- Gives a project's lease up (under its term) and tells the other replicas at once. The
--- stopped worker's row (worker_id, may be empty) is closed in the same statement, so a
--- successor never finds it live.
-WITH released AS (
-    UPDATE project_leases
-    SET owner = NULL, expires_at = now()
-    WHERE project_id = @project_id::uuid AND owner = @replica::text AND term = @term::bigint
-    RETURNING project_id
-), closed AS (
-    UPDATE workflow_workers
-    SET status = 'stopped', stopped_at = coalesce(stopped_at, now()), last_heartbeat = last_heartbeat
-    WHERE worker_id = @worker_id::text
-      AND status IN ('starting', 'running', 'stopping')
-      AND EXISTS (SELECT 1 FROM released)
-)
-SELECT pg_notify('reconciler_projects', project_id::text) FROM released;
-
 -- name: SetDraining :exec
 -- A replica shutting down leaves the assignment at once and says so.
 WITH d AS (
@@ -109,3 +51,68 @@ WHERE heartbeat_at < now() - make_interval(secs => @older_than_seconds::float8);
 -- name: AnnounceReplica :exec
 -- Tells the other replicas that this one joined: they renew (and reassign) at once.
 SELECT pg_notify('reconciler_projects', 'replicas:' || @replica::text);
+
+-- name: AcquireLeases :many
+-- AcquireLease for many projects in one statement (a mass start): one row per project
+-- that exists, acquired or not, with the same rules. A project missing from the answer
+-- was deleted.
+WITH wanted AS (
+    SELECT DISTINCT w.project_id
+    FROM unnest(@project_ids::uuid[]) AS w(project_id)
+    JOIN projects p ON p.id = w.project_id
+), attempt AS (
+    INSERT INTO project_leases AS l (project_id, owner, term, expires_at, acquired_at)
+    SELECT project_id, @replica::text, 1, now() + make_interval(secs => @ttl_seconds::float8), now()
+    FROM wanted
+    ON CONFLICT (project_id) DO UPDATE
+    SET term        = CASE WHEN l.owner IS NOT DISTINCT FROM excluded.owner THEN l.term ELSE l.term + 1 END,
+        acquired_at = CASE WHEN l.owner IS NOT DISTINCT FROM excluded.owner THEN l.acquired_at ELSE now() END,
+        owner       = excluded.owner,
+        expires_at  = excluded.expires_at
+    WHERE l.owner IS NULL
+       OR l.owner = excluded.owner
+       OR (l.expires_at < now()
+           AND (l.owner = ANY(@dead_replicas::text[])
+                OR NOT EXISTS (SELECT 1 FROM reconciler_replicas r
+                               WHERE r.replica_id = l.owner
+                                 AND NOT r.fences
+                                 AND r.heartbeat_at > now() - make_interval(secs => @stale_after_seconds::float8))))
+    RETURNING l.project_id, l.owner, l.term, l.expires_at
+), closed AS (
+    UPDATE workflow_workers w
+    SET status     = CASE WHEN w.status = 'stopping' THEN 'stopped' ELSE 'failed' END,
+        stopped_at = now(),
+        metadata   = w.metadata || jsonb_build_object('error', 'lease taken over by ' || @replica::text)
+    WHERE w.project_id IN (SELECT project_id FROM attempt)
+      AND w.status IN ('starting', 'running', 'stopping')
+      AND w.replica_id IS DISTINCT FROM @replica::text
+)
+SELECT a.project_id, true AS acquired, coalesce(a.owner, '')::text AS owner, a.term, a.expires_at FROM attempt a
+UNION ALL
+SELECT l.project_id, false, coalesce(l.owner, '')::text, l.term, l.expires_at
+FROM project_leases l
+WHERE l.project_id IN (SELECT project_id FROM wanted)
+  AND l.project_id NOT IN (SELECT project_id FROM attempt);
+
+-- name: ReleaseLeases :execrows
+-- ReleaseLease for many projects in one statement (a mass stop). Each release is
+-- notified as released:<replica>:<project id>: the other replicas reconcile the project,
+-- the releasing one knows already.
+WITH r AS (
+    SELECT unnest(@project_ids::uuid[]) AS project_id, unnest(@terms::bigint[]) AS term, unnest(@worker_ids::text[]) AS worker_id
+), released AS (
+    UPDATE project_leases l
+    SET owner = NULL, expires_at = now()
+    FROM r
+    WHERE l.project_id = r.project_id AND l.owner = @replica::text AND l.term = r.term
+    RETURNING l.project_id
+), closed AS (
+    UPDATE workflow_workers w
+    SET status = 'stopped', stopped_at = coalesce(w.stopped_at, now()), last_heartbeat = w.last_heartbeat
+    FROM r
+    WHERE w.worker_id = r.worker_id
+      AND r.worker_id <> ''
+      AND w.status IN ('starting', 'running', 'stopping')
+      AND r.project_id IN (SELECT project_id FROM released)
+)
+SELECT pg_notify('reconciler_projects', 'released:' || @replica::text || ':' || project_id::text) FROM released;

@@ -4,27 +4,31 @@
 SELECT id, desired_status, generation
 FROM projects;
 
--- name: LoadProject :one
--- The one read of a reconcile: what the builder app wants for a project and, when it
--- should run at a generation other than @served_generation (the one its worker serves
--- here, -1 without a worker), everything a worker serves, from the same snapshot. Each
--- active workflow appears once, at its highest compiled version (compiled_id NULL when
--- it has none). definitions is false when workflows and components were not read.
+-- name: GetCompiledVersion :one
+-- A compiled version of one workflow of a project, by id (for a run continued as new
+-- that is pinned to a version its worker no longer serves). Rows are immutable.
+SELECT c.version, c.workflow_code
+FROM compiled_workflows c
+JOIN workflows w ON w.id = c.workflow_id
+WHERE c.id = @id AND w.project_id = @project_id AND w.name = @workflow_name;
+
+-- name: LoadProjects :many
+-- LoadProject for many projects in one statement (many reconciles at once): one row per
+-- project that exists; served_generations[i] is what the worker of ids[i] serves here
+-- (-1 without a worker).
 SELECT p.id,
        p.desired_status,
        p.generation,
        p.task_queue_name,
        p.worker_options,
        p.restart_generation,
-       (p.desired_status = 'running' AND p.generation <> @served_generation::bigint)::bool AS definitions,
-       CASE WHEN p.desired_status = 'running' AND p.generation <> @served_generation::bigint THEN coalesce((
+       (p.desired_status = 'running' AND p.generation <> s.served)::bool AS definitions,
+       CASE WHEN p.desired_status = 'running' AND p.generation <> s.served THEN coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'name', w.name,
                       'compiled_id', c.id,
                       'version', c.version,
                       'code', c.workflow_code,
-                      -- The newest older version known to be valid: served when the
-                      -- newest does not validate.
                       'fallback', (SELECT jsonb_build_object('compiled_id', f.id, 'version', f.version, 'code', f.workflow_code)
                                    FROM compiled_workflows f
                                    JOIN compiled_workflow_checks k ON k.compiled_workflow_id = f.id AND k.valid
@@ -41,7 +45,7 @@ SELECT p.id,
            ) c ON true
            WHERE w.project_id = p.id AND w.status = 'active'
        ), '[]'::jsonb) ELSE '[]'::jsonb END::jsonb AS workflows,
-       CASE WHEN p.desired_status = 'running' AND p.generation <> @served_generation::bigint THEN coalesce((
+       CASE WHEN p.desired_status = 'running' AND p.generation <> s.served THEN coalesce((
            SELECT jsonb_agg(jsonb_build_object(
                       'name', co.name,
                       'language', co.implementation_language,
@@ -49,13 +53,5 @@ SELECT p.id,
            FROM components co
            WHERE co.project_id = p.id AND co.is_active
        ), '[]'::jsonb) ELSE '[]'::jsonb END::jsonb AS components
-FROM projects p
-WHERE p.id = @id;
-
--- name: GetCompiledVersion :one
--- A compiled version of one workflow of a project, by id (for a run continued as new
--- that is pinned to a version its worker no longer serves). Rows are immutable.
-SELECT c.version, c.workflow_code
-FROM compiled_workflows c
-JOIN workflows w ON w.id = c.workflow_id
-WHERE c.id = @id AND w.project_id = @project_id AND w.name = @workflow_name;
+FROM (SELECT unnest(@ids::uuid[]) AS id, unnest(@served_generations::bigint[]) AS served) s
+JOIN projects p ON p.id = s.id;

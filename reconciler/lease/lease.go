@@ -45,6 +45,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flowbuilder/reconciler/db"
+	"github.com/flowbuilder/reconciler/reconciler/batch"
 )
 
 // Margin is how long before a lease's expiry (on the replica's own clock) a replica
@@ -81,6 +82,9 @@ type Manager struct {
 	OnDirty func(id uuid.UUID)                // reconcile the project: ownership changed
 	Problem func() string                     // reported in reconciler_replicas.problem
 
+	acquirer *batch.Batcher[uuid.UUID, *db.AcquireLeasesRow] // nil: the project is gone
+	releaser *batch.Batcher[release, struct{}]
+
 	wake      chan struct{}
 	dead      atomic.Pointer[[]string] // replicas of this host whose process is gone
 	announced atomic.Bool
@@ -99,7 +103,7 @@ type Manager struct {
 
 // NewManager builds a manager; renewLatency observes each renewal statement.
 func NewManager(cfg Config, store *db.Store, log *slog.Logger, renewLatency prometheus.Observer) *Manager {
-	return &Manager{
+	m := &Manager{
 		cfg:     cfg,
 		db:      store,
 		log:     log,
@@ -110,6 +114,58 @@ func NewManager(cfg Config, store *db.Store, log *slog.Logger, renewLatency prom
 		Problem: func() string { return "" },
 		wake:    make(chan struct{}, 1),
 	}
+	// Acquisitions and releases that happen together (a mass start or stop, a
+	// failover) go out as one statement per batch.
+	m.acquirer = &batch.Batcher[uuid.UUID, *db.AcquireLeasesRow]{Max: maxBatch, Run: m.acquireBatch}
+	m.releaser = &batch.Batcher[release, struct{}]{Max: maxBatch, Run: m.releaseBatch}
+	return m
+}
+
+// maxBatch bounds the projects of one acquire or release statement.
+const maxBatch = 500
+
+// release is one lease to give up.
+type release struct {
+	project  uuid.UUID
+	term     int64
+	workerID string
+}
+
+func (m *Manager) acquireBatch(ctx context.Context, ids []uuid.UUID) ([]*db.AcquireLeasesRow, error) {
+	var dead []string
+	if d := m.dead.Load(); d != nil {
+		dead = *d
+	}
+	rows, err := m.db.AcquireLeases(ctx, db.AcquireLeasesParams{
+		ProjectIds:        ids,
+		Replica:           m.cfg.Replica,
+		TtlSeconds:        m.cfg.TTL.Seconds(),
+		DeadReplicas:      dead,
+		StaleAfterSeconds: m.cfg.StaleAfter.Seconds(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[uuid.UUID]*db.AcquireLeasesRow, len(rows))
+	for i := range rows {
+		byID[rows[i].ProjectID] = &rows[i]
+	}
+	out := make([]*db.AcquireLeasesRow, len(ids))
+	for i, id := range ids {
+		out[i] = byID[id]
+	}
+	return out, nil
+}
+
+func (m *Manager) releaseBatch(ctx context.Context, rs []release) ([]struct{}, error) {
+	arg := db.ReleaseLeasesParams{Replica: m.cfg.Replica}
+	for _, r := range rs {
+		arg.ProjectIds = append(arg.ProjectIds, r.project)
+		arg.Terms = append(arg.Terms, r.term)
+		arg.WorkerIds = append(arg.WorkerIds, r.workerID)
+	}
+	_, err := m.db.ReleaseLeases(ctx, arg)
+	return make([]struct{}, len(rs)), err
 }
 
 // Start finds the dead replicas of this host, joins the replicas (one renewal) and
@@ -203,20 +259,13 @@ func (m *Manager) Changes() (acquired, lost int64) { return m.acquired.Load(), m
 // Acquire tries to take project id's lease. Without it, retryAt says when the current
 // holder's lease runs out. db.ErrNotFound: the project is gone.
 func (m *Manager) Acquire(ctx context.Context, id uuid.UUID) (l Lease, ok bool, retryAt time.Time, err error) {
-	var dead []string
-	if d := m.dead.Load(); d != nil {
-		dead = *d
-	}
 	sent := time.Now()
-	row, err := m.db.AcquireLease(ctx, db.AcquireLeaseParams{
-		ProjectID:         id,
-		Replica:           m.cfg.Replica,
-		TtlSeconds:        m.cfg.TTL.Seconds(),
-		DeadReplicas:      dead,
-		StaleAfterSeconds: m.cfg.StaleAfter.Seconds(),
-	})
+	row, err := m.acquirer.Do(ctx, id)
 	if err != nil {
 		return Lease{}, false, time.Time{}, fmt.Errorf("acquire lease of project %s: %w", id, err)
+	}
+	if row == nil {
+		return Lease{}, false, time.Time{}, fmt.Errorf("acquire lease of project %s: %w", id, db.ErrNotFound)
 	}
 	if !row.Acquired {
 		m.log.Debug("lease held by another replica", "project_id", id, "owner", row.Owner, "expires_at", row.ExpiresAt)
@@ -234,8 +283,8 @@ func (m *Manager) Acquire(ctx context.Context, id uuid.UUID) (l Lease, ok bool, 
 // anyway: another replica should not wait out a TTL for one lost statement.
 func (m *Manager) Release(ctx context.Context, id uuid.UUID, term int64, workerID string) {
 	m.own.dropLease(id)
-	arg := db.ReleaseLeaseParams{ProjectID: id, Replica: m.cfg.Replica, Term: term, WorkerID: workerID}
-	_, err := m.db.ReleaseLease(ctx, arg)
+	rel := release{project: id, term: term, workerID: workerID}
+	_, err := m.releaser.Do(ctx, rel)
 	if err == nil {
 		return
 	}
@@ -248,7 +297,7 @@ func (m *Manager) Release(ctx context.Context, id uuid.UUID, term int64, workerI
 			case <-time.After(delay):
 			}
 			rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			_, err := m.db.ReleaseLease(rctx, arg)
+			_, err := m.releaser.Do(rctx, rel)
 			cancel()
 			if err == nil {
 				m.log.Info("lease released after a retry", "project_id", id, "term", term)
