@@ -35,9 +35,7 @@ type backlogSampler struct {
 	tried   map[uuid.UUID]time.Time // projects not sampled yet: when a sample last failed
 	noStats atomic.Bool             // Temporal answered without stats (said once)
 
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopOnce sync.Once
+	runner
 }
 
 // backlogSample is a project's backlog as last seen.
@@ -73,23 +71,13 @@ func (s *backlogSampler) Start(ctx context.Context) error {
 	if s.rate <= 0 {
 		return nil
 	}
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		s.loop(ctx)
-	}()
+	s.start(ctx, s.loop)
 	return nil
 }
 
 // Stop ends the loop; idempotent.
 func (s *backlogSampler) Stop() {
-	s.stopOnce.Do(func() {
-		if s.cancel != nil {
-			s.cancel()
-			<-s.done
-		}
-	})
+	s.stop()
 }
 
 func (s *backlogSampler) loop(ctx context.Context) {

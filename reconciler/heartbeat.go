@@ -3,7 +3,6 @@ package reconciler
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -22,22 +21,15 @@ type heartbeater struct {
 	log      *slog.Logger
 	latency  prometheus.Observer
 
-	tick     atomic.Int64 // unix nanos of the last round, for /healthz
-	written  atomic.Int64 // unix nanos of the last round whose heartbeats were written (or had none to write)
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopOnce sync.Once
+	tick    atomic.Int64 // unix nanos of the last round, for /healthz
+	written atomic.Int64 // unix nanos of the last round whose heartbeats were written (or had none to write)
+	runner
 }
 
 // Start runs the loop until Stop.
 func (h *heartbeater) Start(ctx context.Context) error {
 	h.written.Store(time.Now().UnixNano())
-	ctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	h.done = make(chan struct{})
-	go func() {
-		defer close(h.done)
-		h.loop(ctx)
-	}()
+	h.start(ctx, h.loop)
 	return nil
 }
 
@@ -52,12 +44,7 @@ func (h *heartbeater) Age(now time.Time) time.Duration {
 
 // Stop ends the loop; idempotent.
 func (h *heartbeater) Stop() {
-	h.stopOnce.Do(func() {
-		if h.cancel != nil {
-			h.cancel()
-			<-h.done
-		}
-	})
+	h.stop()
 }
 
 func (h *heartbeater) loop(ctx context.Context) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/flowbuilder/reconciler/db"
@@ -26,9 +25,7 @@ type janitor struct {
 	instance string
 
 	lastPrune time.Time // owned by the loop
-	cancel    context.CancelFunc
-	done      chan struct{}
-	stopOnce  sync.Once
+	runner
 }
 
 // Start closes the rows that processes gone before left open (a failure is logged:
@@ -39,23 +36,13 @@ func (j *janitor) Start(ctx context.Context) error {
 		j.log.Warn("start-up cleanup of orphaned worker rows failed; the janitor retries", "error", err)
 	}
 	cancel()
-	ctx, j.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	j.done = make(chan struct{})
-	go func() {
-		defer close(j.done)
-		j.loop(ctx)
-	}()
+	j.start(ctx, j.loop)
 	return nil
 }
 
 // Stop ends the loop; idempotent.
 func (j *janitor) Stop() {
-	j.stopOnce.Do(func() {
-		if j.cancel != nil {
-			j.cancel()
-			<-j.done
-		}
-	})
+	j.stop()
 }
 
 func (j *janitor) loop(ctx context.Context) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -30,9 +29,7 @@ type recovery struct {
 	retry    func(id uuid.UUID) // reconcile a project now
 	log      *slog.Logger
 
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopOnce sync.Once
+	runner
 }
 
 const (
@@ -45,23 +42,13 @@ const (
 
 // Start runs the loop until Stop.
 func (rc *recovery) Start(ctx context.Context) error {
-	ctx, rc.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	rc.done = make(chan struct{})
-	go func() {
-		defer close(rc.done)
-		rc.loop(ctx)
-	}()
+	rc.start(ctx, rc.loop)
 	return nil
 }
 
 // Stop ends the loop; idempotent.
 func (rc *recovery) Stop() {
-	rc.stopOnce.Do(func() {
-		if rc.cancel != nil {
-			rc.cancel()
-			<-rc.done
-		}
-	})
+	rc.stop()
 }
 
 func (rc *recovery) loop(ctx context.Context) {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,9 +28,7 @@ type resyncer struct {
 
 	requests chan struct{}
 	lastOK   atomic.Int64 // unix nanos when the last resync that succeeded began
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopOnce sync.Once
+	runner
 }
 
 func newResyncer(interval time.Duration, resync func(context.Context) error, log *slog.Logger, duration prometheus.Observer) *resyncer {
@@ -40,23 +37,13 @@ func newResyncer(interval time.Duration, resync func(context.Context) error, log
 
 // Start runs the loop until Stop.
 func (s *resyncer) Start(ctx context.Context) error {
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		s.loop(ctx)
-	}()
+	s.start(ctx, s.loop)
 	return nil
 }
 
 // Stop ends the loop; idempotent.
 func (s *resyncer) Stop() {
-	s.stopOnce.Do(func() {
-		if s.cancel != nil {
-			s.cancel()
-			<-s.done
-		}
-	})
+	s.stop()
 }
 
 // Request asks for a resync as soon as possible (requests made meanwhile are merged).

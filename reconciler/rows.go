@@ -52,9 +52,7 @@ type rowWriter struct {
 	pending map[string]pendingRow
 	wake    chan struct{}
 
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopOnce sync.Once
+	runner
 }
 
 type pendingRow struct {
@@ -86,23 +84,13 @@ func (w *rowWriter) Put(row workerRow) {
 
 // Start runs the writer until Stop.
 func (w *rowWriter) Start(ctx context.Context) error {
-	ctx, w.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	w.done = make(chan struct{})
-	go func() {
-		defer close(w.done)
-		w.run(ctx)
-	}()
+	w.start(ctx, w.run)
 	return nil
 }
 
 // Stop ends the writer (Flush first to write what is pending); idempotent.
 func (w *rowWriter) Stop() {
-	w.stopOnce.Do(func() {
-		if w.cancel != nil {
-			w.cancel()
-			<-w.done
-		}
-	})
+	w.stop()
 }
 
 // run writes pending rows until ctx ends, retrying failed writes with a growing delay

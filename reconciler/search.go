@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -91,32 +90,20 @@ type searchIndex struct {
 	project, version atomic.Bool
 	checked          atomic.Bool // answered at least once
 
-	cancel   context.CancelFunc
-	done     chan struct{}
-	stopOnce sync.Once
+	runner
 }
 
 const searchRefresh = time.Minute
 
 // Start runs the loop until Stop.
 func (s *searchIndex) Start(ctx context.Context) error {
-	ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
-	s.done = make(chan struct{})
-	go func() {
-		defer close(s.done)
-		s.loop(ctx)
-	}()
+	s.start(ctx, s.loop)
 	return nil
 }
 
 // Stop ends the loop; idempotent.
 func (s *searchIndex) Stop() {
-	s.stopOnce.Do(func() {
-		if s.cancel != nil {
-			s.cancel()
-			<-s.done
-		}
-	})
+	s.stop()
 }
 
 func (s *searchIndex) loop(ctx context.Context) {
