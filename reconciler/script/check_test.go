@@ -1,0 +1,44 @@
+package script
+
+import (
+	"strings"
+	"testing"
+)
+
+// Check reports what the builder must fix, with positions in the source.
+func TestCheck(t *testing.T) {
+	cases := []struct {
+		name, lang, src string
+		want            string // substring of the problems; "" when valid
+		line, col       int
+	}{
+		{"valid default export", TypeScript, `import { sleep } from '@temporalio/workflow';
+export default async function greet(name: string): Promise<string> { await sleep('1s'); return 'Hello, ' + name }`, "", 0, 0},
+		{"the only exported function", JavaScript, `export const x = 1; export async function wf() { return x }`, "", 0, 0},
+		{"syntax error", TypeScript, "export default async function wf() {\n  const a: number = ;\n}", "Unexpected", 2, 21},
+		{"forbidden import", TypeScript, "import fs from 'fs';\nexport default async function wf() { return fs }", `import "fs" is not allowed`, 1, 16},
+		{"require", JavaScript, "const fs = require('fs');\nexport default async function wf() { return fs }", `import "fs" is not allowed`, 1, 20},
+		{"unsupported API", TypeScript, "import { getExternalWorkflowHandle } from '@temporalio/workflow';\nexport default async function wf() { getExternalWorkflowHandle('x') }", `No matching export`, 1, 10},
+		{"no export", TypeScript, "async function wf() {}", "exports no workflow", 0, 0},
+		{"two functions", TypeScript, "export async function a() {}\nexport async function b() {}", "several functions (a, b)", 0, 0},
+		{"top level throws", JavaScript, "throw new Error('boom');\nexport default async function wf() {}", "boom", 0, 0},
+		{"top level loops", JavaScript, "while (true) {}\nexport default async function wf() {}", "interrupted", 0, 0},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			ps := Check(c.src, c.lang)
+			if c.want == "" {
+				if ps != nil {
+					t.Fatalf("problems: %v", Problems(ps))
+				}
+				return
+			}
+			if len(ps) == 0 || !strings.Contains(Problems(ps).Error(), c.want) {
+				t.Fatalf("problems %v, want %q", Problems(ps), c.want)
+			}
+			if ps[0].Line != c.line || ps[0].Column != c.col {
+				t.Errorf("at %d:%d, want %d:%d (%v)", ps[0].Line, ps[0].Column, c.line, c.col, ps[0])
+			}
+		})
+	}
+}

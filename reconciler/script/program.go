@@ -1,0 +1,191 @@
+package script
+
+import (
+	_ "embed"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"modernc.org/quickjs"
+)
+
+// Limits bound what one run's code may do. They are fixed per worker process (a
+// change applies to the runs' next workflow tasks, not to their histories).
+type Limits struct {
+	// Memory is the most the run's VM may allocate, enforced by the engine at
+	// allocation time.
+	Memory int64
+	// Yield is the most JavaScript time one workflow task of a run may spend (the code
+	// between two waits, over all the run's handlers and continuations). It must stay
+	// below the Temporal SDK's deadlock detector (1 s).
+	Yield time.Duration
+}
+
+// DefaultLimits are the limits of RECONCILER_WORKFLOW_CODE_MEMORY_MB and
+// RECONCILER_WORKFLOW_CODE_TIMEOUT by default.
+var DefaultLimits = Limits{Memory: 32 << 20, Yield: 500 * time.Millisecond}
+
+//go:embed runtime.js
+var runtimeJS string
+
+// maxSort bounds TypedArray sorts without a comparator (a native loop the interrupt
+// does not reach).
+const maxSort = 4 << 20
+
+var (
+	preludeMu sync.Mutex
+	preludes  = map[int64][]byte{} // compiled runtime.js by memory limit
+)
+
+// prelude is runtime.js compiled once per memory limit (its array bounds follow it).
+func prelude(memory int64) ([]byte, error) {
+	preludeMu.Lock()
+	defer preludeMu.Unlock()
+	if b, ok := preludes[memory]; ok {
+		return b, nil
+	}
+	vm, err := quickjs.NewVM()
+	if err != nil {
+		return nil, err
+	}
+	defer vm.Close()
+	src := fmt.Sprintf("%s(globalThis.__host, %d, %d);\ndelete globalThis.__host;\n", strings.TrimSpace(runtimeJS), memory/16, maxSort)
+	b, err := vm.Compile(src, quickjs.EvalGlobal)
+	if err != nil {
+		return nil, fmt.Errorf("compile the workflow runtime: %w", err)
+	}
+	preludes[memory] = b
+	return b, nil
+}
+
+// newVM is a VM with the runtime installed and host answering its calls.
+func newVM(limits Limits, host quickjs.HostFunc) (*quickjs.VM, error) {
+	pre, err := prelude(limits.Memory)
+	if err != nil {
+		return nil, err
+	}
+	vm, err := quickjs.NewVM()
+	if err != nil {
+		return nil, fmt.Errorf("create a JavaScript VM: %w", err)
+	}
+	vm.SetMemoryLimit(uintptr(limits.Memory))
+	vm.SetCanBlock(false)
+	vm.SetEvalTimeout(limits.Yield)
+	if err := vm.RegisterHostFunc("__host", host); err != nil {
+		vm.Close()
+		return nil, fmt.Errorf("install the workflow runtime: %w", err)
+	}
+	if _, err := vm.EvalBytecode(pre); err != nil {
+		vm.Close()
+		return nil, fmt.Errorf("install the workflow runtime: %w", err)
+	}
+	return vm, nil
+}
+
+// Program is a compiled module: its bundle as engine bytecode and the export that is
+// the workflow.
+type Program struct {
+	bytecode []byte
+	export   string
+	Size     int // bytes of the bundle
+}
+
+// compileLimits bound the evaluation of a module's top level when it is checked.
+var compileLimits = Limits{Memory: 64 << 20, Yield: 500 * time.Millisecond}
+
+// Compile bundles source and checks that it evaluates and exports a workflow: the
+// default export, or else its only exported function.
+func Compile(source, language string) (*Program, Problems) {
+	if !Is(language) {
+		return nil, Problems{{Message: fmt.Sprintf("language %q is not run as a module (typescript or javascript)", language)}}
+	}
+	js, problems := bundle(source, language)
+	if problems != nil {
+		return nil, problems
+	}
+	vm, err := newVM(compileLimits, checkHost)
+	if err != nil {
+		return nil, Problems{{Message: err.Error()}}
+	}
+	defer vm.Close()
+	bc, err := vm.Compile(js, quickjs.EvalGlobal)
+	if err != nil {
+		return nil, Problems{evalProblem(err)}
+	}
+	if _, err := vm.EvalBytecode(bc); err != nil {
+		return nil, Problems{evalProblem(err)}
+	}
+	v, err := vm.Eval("__rt.pick(globalThis."+moduleGlobal+")", quickjs.EvalGlobal)
+	if err != nil {
+		return nil, Problems{evalProblem(err)}
+	}
+	export, _ := v.(string)
+	switch {
+	case export == "":
+		return nil, Problems{{Message: "the module exports no workflow: export a default function, or exactly one function"}}
+	case strings.HasPrefix(export, "!"):
+		return nil, Problems{{Message: "the module exports several functions (" + export[1:] + "): make the workflow the default export"}}
+	}
+	return &Program{bytecode: bc, export: export, Size: len(js)}, nil
+}
+
+// Check reports what is wrong with a module, as the worker would find it: esbuild's
+// diagnostics with line and column, imports other than '@temporalio/workflow', a
+// top level that throws, no workflow export. Nil means the module would be served.
+func Check(source, language string) []Problem {
+	_, ps := Compile(source, language)
+	return ps
+}
+
+// checkHost answers the runtime while a module's top level is checked: no workflow
+// runs, so commands are refused and the clock reads zero.
+func checkHost(args []any) (any, error) {
+	if op, _ := args[0].(string); op == "now" {
+		return "0", nil
+	}
+	return nil, errors.New("workflow APIs cannot be called while the module loads: call them from the workflow function")
+}
+
+// Cache keeps compiled programs by compiled_workflows id (rows are immutable), the
+// failures too, so that a reload or a replay compiles each version once.
+type Cache struct {
+	mu    sync.Mutex
+	max   int
+	items map[string]cached
+}
+
+type cached struct {
+	prog     *Program
+	problems Problems
+}
+
+// NewCache keeps at most max programs.
+func NewCache(max int) *Cache {
+	return &Cache{max: max, items: map[string]cached{}}
+}
+
+// Get compiles source (its compiled id is id) or returns the earlier result.
+func (c *Cache) Get(id, source, language string) (*Program, Problems) {
+	if c == nil {
+		return Compile(source, language)
+	}
+	c.mu.Lock()
+	it, ok := c.items[id]
+	c.mu.Unlock()
+	if ok {
+		return it.prog, it.problems
+	}
+	prog, problems := Compile(source, language)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.items) >= c.max {
+		for k := range c.items { // evict an arbitrary entry
+			delete(c.items, k)
+			break
+		}
+	}
+	c.items[id] = cached{prog: prog, problems: problems}
+	return prog, problems
+}
