@@ -13,6 +13,7 @@ import (
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/lease"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // Config is every setting of the service, read from the environment. The README's
@@ -108,6 +109,12 @@ type Config struct {
 	// ComponentMemoryMB is how far the heap may grow during one component call.
 	ComponentMemoryMB int `envconfig:"RECONCILER_COMPONENT_MEMORY_MB"`
 
+	// WorkflowCodeTimeout bounds the JavaScript time of one workflow task of a
+	// TypeScript or JavaScript run (below the SDK's 1 s deadlock detector);
+	// WorkflowCodeMemoryMB bounds the memory of the run's VM.
+	WorkflowCodeTimeout  time.Duration `envconfig:"RECONCILER_WORKFLOW_CODE_TIMEOUT"`
+	WorkflowCodeMemoryMB int           `envconfig:"RECONCILER_WORKFLOW_CODE_MEMORY_MB"`
+
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `envconfig:"RECONCILER_LOG_LEVEL"`
 	LogFormat string `envconfig:"RECONCILER_LOG_FORMAT"`
@@ -150,6 +157,8 @@ func DefaultConfig() Config {
 		HTTPTimeout:            30 * time.Second,
 		ComponentTimeout:       10 * time.Second,
 		ComponentMemoryMB:      128,
+		WorkflowCodeTimeout:    script.DefaultLimits.Yield,
+		WorkflowCodeMemoryMB:   int(script.DefaultLimits.Memory >> 20),
 		LogLevel:               "info",
 		LogFormat:              "text",
 		TemporalLogLevel:       "warn",
@@ -254,6 +263,12 @@ func (c Config) Validate() error {
 	if c.ComponentMemoryMB < 1 {
 		bad("RECONCILER_COMPONENT_MEMORY_MB", "must be at least 1, got %d", c.ComponentMemoryMB)
 	}
+	if c.WorkflowCodeTimeout < 10*time.Millisecond || c.WorkflowCodeTimeout > 900*time.Millisecond {
+		bad("RECONCILER_WORKFLOW_CODE_TIMEOUT", "must be between 10ms and 900ms (the Temporal SDK fails a workflow task that does not yield for 1s), got %s", c.WorkflowCodeTimeout)
+	}
+	if c.WorkflowCodeMemoryMB < 2 || c.WorkflowCodeMemoryMB > 4096 {
+		bad("RECONCILER_WORKFLOW_CODE_MEMORY_MB", "must be between 2 and 4096, got %d", c.WorkflowCodeMemoryMB)
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("RECONCILER_LOG_LEVEL", "%s", err)
 	}
@@ -290,6 +305,10 @@ func (c Config) componentLimits() component.Limits {
 	l.Timeout = c.ComponentTimeout
 	l.Memory = int64(c.ComponentMemoryMB) << 20
 	return l
+}
+
+func (c Config) scriptLimits() script.Limits {
+	return script.Limits{Memory: int64(c.WorkflowCodeMemoryMB) << 20, Yield: c.WorkflowCodeTimeout}
 }
 
 // NewLogger builds the process logger from LogLevel and LogFormat.

@@ -159,7 +159,7 @@ func (r *Reconciler) act(ctx context.Context, id uuid.UUID, s step, o observatio
 				return fmt.Errorf("read project %s: %w", id, err)
 			}
 		}
-		set, err := servedFrom(p)
+		set, err := servedFrom(p, r.shared.scripts)
 		if err != nil {
 			return err
 		}

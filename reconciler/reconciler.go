@@ -19,6 +19,7 @@ import (
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/reconciler/egress"
 	"github.com/flowbuilder/reconciler/reconciler/lease"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // Reconciler runs one Temporal worker per project whose desired_status is running.
@@ -91,6 +92,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		temporal: tc,
 		cfg:      cfg,
 		defs:     newDefinitionCache(1024),
+		scripts:  script.NewCache(1024),
 		http: egress.New(egress.Options{
 			AllowPrivate:     cfg.HTTPAllowPrivate,
 			MaxResponseBytes: cfg.HTTPMaxResponseBytes,

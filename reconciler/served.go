@@ -12,6 +12,7 @@ import (
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/flow"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // What a worker serves: the project's active workflows at their highest valid
@@ -40,6 +41,8 @@ type servedWorkflow struct {
 	version    int32
 	code       string
 	def        *flow.Definition
+	language   string          // compiled_workflows.language
+	program    *script.Program // for typescript and javascript (def is nil)
 }
 
 // metadata is what workflow_workers.metadata says about this worker's served set.
@@ -63,8 +66,8 @@ func (s *servedSet) metadata() map[string]any {
 
 // servedFrom validates what LoadProject read for a project (its definitions must
 // have been read).
-func servedFrom(p db.LoadProjectRow) (*servedSet, error) {
-	set, err := buildServed(p.Generation, p.Workflows, p.Components)
+func servedFrom(p db.LoadProjectRow, scripts *script.Cache) (*servedSet, error) {
+	set, err := buildServed(p.Generation, p.Workflows, p.Components, scripts)
 	if err != nil {
 		return nil, fmt.Errorf("load definitions of project %s: %w", p.ID, err)
 	}
@@ -76,6 +79,7 @@ type bundleWorkflow struct {
 	Name       string     `json:"name"`
 	CompiledID *uuid.UUID `json:"compiled_id"`
 	Version    int32      `json:"version"`
+	Language   string     `json:"language"`
 	Code       *string    `json:"code"`
 }
 
@@ -87,7 +91,7 @@ type bundleComponent struct {
 
 // buildServed validates every active workflow of a bundle. A workflow that fails is
 // left out with its reason; so is one whose child workflows are not served.
-func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*servedSet, error) {
+func buildServed(generation int64, workflowsJSON, componentsJSON []byte, scripts *script.Cache) (*servedSet, error) {
 	var wfs []bundleWorkflow
 	if err := json.Unmarshal(workflowsJSON, &wfs); err != nil {
 		return nil, fmt.Errorf("decode workflows: %w", err)
@@ -106,7 +110,14 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 		// A component that does not compile stays callable: its calls fail with the
 		// syntax error, where the workflow's author sees it.
 		activities[c.Name] = true
-		prog, err := component.Compile(c.Name, c.Code)
+		code, err := c.Code, error(nil)
+		if c.Language == script.TypeScript {
+			code, err = transpileComponent(c.Code) // scripted.go
+		}
+		var prog *component.Program
+		if err == nil {
+			prog, err = component.Compile(c.Name, code)
+		}
 		if err != nil {
 			set.componentErrors[c.Name] = err.Error()
 		}
@@ -125,6 +136,17 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 			set.errors[wf.Name] = "the workflow is active but has no compiled version"
 			continue
 		}
+		if script.Is(wf.Language) {
+			// A module that does not compile is left out like an invalid definition.
+			prog, problems := scripts.Get(wf.CompiledID.String(), *wf.Code, wf.Language)
+			if problems != nil {
+				set.errors[wf.Name] = fmt.Sprintf("version %d: %s", wf.Version, problems)
+				continue
+			}
+			set.workflows[wf.Name] = &servedWorkflow{name: wf.Name, compiledID: *wf.CompiledID, version: wf.Version, code: *wf.Code,
+				language: wf.Language, program: prog}
+			continue
+		}
 		def, err := flow.Parse([]byte(*wf.Code), cat)
 		if err != nil {
 			set.errors[wf.Name] = fmt.Sprintf("version %d: %s", wf.Version, err)
@@ -137,6 +159,9 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 	for changed := true; changed; {
 		changed = false
 		for _, name := range slices.Sorted(maps.Keys(set.workflows)) {
+			if set.workflows[name].def == nil {
+				continue // a module names its children at run time
+			}
 			for _, child := range set.workflows[name].def.Children {
 				if _, ok := set.workflows[child]; !ok {
 					set.errors[name] = fmt.Sprintf("version %d: child workflow %q is not served", set.workflows[name].version, child)

@@ -18,6 +18,7 @@ import (
 	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/egress"
 	"github.com/flowbuilder/reconciler/reconciler/flow"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // projectWorker is one Temporal worker serving one project. What it serves lives in an
@@ -77,6 +78,7 @@ type shared struct {
 	temporal client.Client
 	cfg      Config
 	defs     *definitionCache
+	scripts  *script.Cache // compiled TypeScript / JavaScript modules by compiled id
 	http     *egress.Client
 	limits   component.Limits
 }
@@ -88,6 +90,7 @@ type pinned struct {
 	Version    int32  `json:"version"`
 	Code       string `json:"code"`
 	MaxSteps   int    `json:"max_steps"`
+	Language   string `json:"language,omitempty"` // "" is json
 }
 
 // newProjectWorker builds (does not start) a project's worker. The SDK panics on
@@ -139,7 +142,7 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 	err := workflow.SideEffect(ctx, func(workflow.Context) any {
 		set := pw.served.Load()
 		if sw := set.workflows[name]; sw != nil {
-			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions}
+			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions, Language: sw.language}
 		}
 		return pinned{}
 	}).Get(&pin)
@@ -150,6 +153,9 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 		// Fail the workflow task, not the run: Temporal retries the task, and the run
 		// proceeds once the workflow is served (as with any unregistered type).
 		panic(pw.notServed(name))
+	}
+	if script.Is(pin.Language) {
+		return pw.runScript(ctx, name, pin, args) // scripted.go
 	}
 	def, err := pw.definition(pin)
 	if err != nil {

@@ -22,10 +22,11 @@ SELECT p.id,
                       'name', w.name,
                       'compiled_id', c.id,
                       'version', c.version,
+                      'language', c.language,
                       'code', c.workflow_code) ORDER BY w.name)
            FROM workflows w
            LEFT JOIN LATERAL (
-               SELECT cw.id, cw.version, cw.workflow_code
+               SELECT cw.id, cw.version, cw.language, cw.workflow_code
                FROM compiled_workflows cw
                WHERE cw.workflow_id = w.id
                ORDER BY cw.version DESC

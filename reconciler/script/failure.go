@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
+	"unicode"
 
 	commonpb "go.temporal.io/api/common/v1"
 	enumspb "go.temporal.io/api/enums/v1"
@@ -142,22 +144,24 @@ func details(has bool, get func(...any) error) json.RawMessage {
 	return b
 }
 
-func retryState(s enumspb.RetryState) string {
-	name := s.String()
-	const prefix = "RETRY_STATE_"
-	if len(name) > len(prefix) && name[:len(prefix)] == prefix {
-		return name[len(prefix):]
-	}
-	return name
-}
+func retryState(s enumspb.RetryState) string { return screaming(s.String(), "RETRY_STATE_") }
 
-func timeoutType(t enumspb.TimeoutType) string {
-	name := t.String()
-	const prefix = "TIMEOUT_TYPE_"
-	if len(name) > len(prefix) && name[:len(prefix)] == prefix {
+func timeoutType(t enumspb.TimeoutType) string { return screaming(t.String(), "TIMEOUT_TYPE_") }
+
+// screaming spells an enum value as the TypeScript SDK does: MaximumAttemptsReached
+// (or RETRY_STATE_MAXIMUM_ATTEMPTS_REACHED) is MAXIMUM_ATTEMPTS_REACHED.
+func screaming(name, prefix string) string {
+	if strings.HasPrefix(name, prefix) {
 		return name[len(prefix):]
 	}
-	return name
+	var b strings.Builder
+	for i, r := range name {
+		if i > 0 && unicode.IsUpper(r) {
+			b.WriteByte('_')
+		}
+		b.WriteRune(unicode.ToUpper(r))
+	}
+	return b.String()
 }
 
 // toError is what a failure the workflow threw becomes in Temporal: the Go error it
