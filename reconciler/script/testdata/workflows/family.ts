@@ -1,5 +1,5 @@
 // Child workflows (both forms) of the same project, and continueAsNew.
-import { executeChild, startChild, continueAsNew, workflowInfo } from '@temporalio/workflow';
+import { executeChild, startChild, continueAsNew, workflowInfo, uuid4 } from '@temporalio/workflow';
 
 export default async function family(mode: string, n: number): Promise<unknown> {
   if (mode === 'double') return n * 2;
@@ -8,7 +8,7 @@ export default async function family(mode: string, n: number): Promise<unknown> 
     return { counted: n, continuedFrom: workflowInfo().continuedFromExecutionRunId !== undefined };
   }
   const direct = await executeChild('family', { args: ['double', n] });
-  const handle = await startChild('family', { args: ['double', n + 1], workflowId: workflowInfo().workflowId + '-child' });
+  const handle = await startChild('family', { args: ['double', n + 1], workflowId: 'handle-' + uuid4() });
   const viaHandle = await handle.result();
   return { direct, viaHandle, childId: handle.workflowId, parent: workflowInfo().workflowType };
 }
