@@ -58,7 +58,10 @@ func rssMiB() int {
 func TestHostileWorkflowCodeFailsAlone(t *testing.T) {
 	db := testenv.Database(t)
 	tc := testenv.TemporalClient(t)
-	startService(t, db, func(c *reconciler.Config) { c.WorkflowCodeTimeout = 200 * time.Millisecond; c.WorkflowCodeMemoryMB = 16 })
+	startService(t, db, func(c *reconciler.Config) {
+		c.WorkflowCodeTimeout = 200 * time.Millisecond
+		c.WorkflowCodeMemoryMB = 16
+	})
 
 	a, queueA := project(t, db.Pool)
 	b, queueB := project(t, db.Pool)
