@@ -1,6 +1,8 @@
 package script
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -40,5 +42,19 @@ export default async function greet(name: string): Promise<string> { await sleep
 				t.Errorf("at %d:%d, want %d:%d (%v)", ps[0].Line, ps[0].Column, c.line, c.col, ps[0])
 			}
 		})
+	}
+}
+
+// The example workflows compile as the worker compiles them.
+func TestExamplesCompile(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join("testdata", "workflows", "*.ts"))
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps := Check(string(src), TypeScript); ps != nil {
+			t.Errorf("%s: %v", f, Problems(ps))
+		}
 	}
 }
