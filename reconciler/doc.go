@@ -60,7 +60,9 @@
 // A worker registers one dynamic workflow and one dynamic activity (served.go holds
 // what it serves). A run resolves its workflow type against the served set when it
 // starts and records the compiled definition in its history (a SideEffect), so it
-// keeps that version through reloads, restarts and redeploys. Changing the
+// keeps that version through reloads, restarts and redeploys. A version whose
+// language is typescript or javascript is compiled by package script (esbuild, cached
+// by compiled id) and each of its runs gets a QuickJS VM (scripted.go). Changing the
 // interpreter's behaviour for existing histories needs workflow.GetVersion and new
 // replay histories (TestRecordHistories).
 package reconciler

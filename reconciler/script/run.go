@@ -101,15 +101,19 @@ func Execute(ctx workflow.Context, prog *Program, args converter.EncodedValues, 
 	}
 	r.vm = vm
 	defer r.close()
-	if _, err := vm.EvalBytecode(prog.bytecode); err != nil {
-		return nil, r.startFailure(err)
-	}
+	// The driver's entry points, taken before the module runs and then hidden from it.
 	for _, name := range []string{"start", "settle", "signal", "query", "validate", "update", "cancel", "conditions"} {
 		v, err := vm.EvalValue("__rt."+name, quickjs.EvalGlobal)
 		if err != nil {
 			panic(fmt.Sprintf("workflow runtime: %s", err))
 		}
 		r.fns[name] = v
+	}
+	if _, err := vm.Eval("delete globalThis.__rt", quickjs.EvalGlobal); err != nil {
+		panic(fmt.Sprintf("workflow runtime: %s", err))
+	}
+	if _, err := vm.EvalBytecode(prog.bytecode); err != nil {
+		return nil, r.startFailure(err)
 	}
 
 	// Cancellation of the run reaches the code as the root scope's cancellation.
