@@ -120,6 +120,7 @@ func run(ctx context.Context, o options) error {
 		{"service", b.startService},
 		{"desired -> running", b.desiredToRunning},
 		{"compile -> serving", b.compileToServing},
+		{"typescript", b.typescript},
 		{"fleet", b.fleet},
 		{"resync", b.resync},
 		{"sigterm", b.sigterm},
