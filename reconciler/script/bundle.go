@@ -90,7 +90,7 @@ func bundle(source, language string) (string, Problems) {
 		GlobalName: moduleGlobal,
 		Platform:   api.PlatformNeutral,
 		Target:     api.ESNext,
-		Supported:  map[string]bool{"async-await": false, "async-generator": false, "for-await": false, "top-level-await": false},
+		Supported:  map[string]bool{"async-await": false, "async-generator": false, "for-await": false, "top-level-await": false, "bigint": false},
 		LogLevel:   api.LogLevelSilent,
 		Charset:    api.CharsetUTF8,
 		Plugins:    []api.Plugin{importsPlugin},

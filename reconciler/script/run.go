@@ -7,6 +7,8 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	enumspb "go.temporal.io/api/enums/v1"
@@ -33,6 +35,9 @@ type Options struct {
 	Limits Limits
 }
 
+// errClosed is a call into a run whose VM is closed.
+var errClosed = errors.New("the run's code is not loaded")
+
 // LimitError is a limit the run's code reached. The driver panics with it so that
 // the SDK fails the workflow task (and Temporal retries it) rather than the run.
 type LimitError struct {
@@ -51,7 +56,11 @@ type run struct {
 	vm     *quickjs.VM
 	fns    map[string]quickjs.Value
 	limits Limits
-	closed bool
+	// vmMu is held by every call into the VM and by close. Coroutines never run at
+	// once, but one the SDK's deadlock detector gave up on (a native operation that
+	// outran the interrupt) may still be inside the VM when the run is evicted.
+	vmMu   sync.Mutex
+	closed atomic.Bool
 
 	taskKey int           // the history length when the current workflow task began
 	used    time.Duration // JavaScript time spent in the current workflow task
@@ -144,10 +153,11 @@ func errorName(err error) string {
 }
 
 func (r *run) close() {
-	if r.closed {
+	r.vmMu.Lock()
+	defer r.vmMu.Unlock()
+	if r.closed.Swap(true) {
 		return
 	}
-	r.closed = true
 	for _, v := range r.fns {
 		v.Free()
 	}
@@ -178,10 +188,13 @@ func (r *run) result() (any, error) {
 // jobs and conditions it made ready, and fails the workflow task if a limit was
 // reached.
 func (r *run) enterJS(fn string, args ...any) any {
-	if r.closed {
+	if r.closed.Load() {
 		return nil
 	}
 	v, err := r.call(fn, args...)
+	if errors.Is(err, errClosed) {
+		return nil
+	}
 	if err != nil {
 		r.classify(err)
 		if r.fatal == nil {
@@ -207,6 +220,11 @@ func (r *run) call(fn string, args ...any) (any, error) {
 			return nil, r.fatal
 		}
 	}
+	r.vmMu.Lock()
+	defer r.vmMu.Unlock()
+	if r.closed.Load() {
+		return nil, errClosed
+	}
 	_ = r.vm.SetEvalTimeout(budget)
 	t0 := time.Now()
 	var v any
@@ -225,8 +243,10 @@ func (r *run) call(fn string, args ...any) (any, error) {
 // drain runs the promise jobs and the conditions that became true, until neither is
 // left: what the TypeScript SDK does at the end of an activation.
 func (r *run) drain() {
-	for i := 0; r.fatal == nil && !r.closed; i++ {
-		if _, err := r.call(""); err != nil {
+	for i := 0; r.fatal == nil && !r.closed.Load(); i++ {
+		if _, err := r.call(""); errors.Is(err, errClosed) {
+			return
+		} else if err != nil {
 			r.classify(err)
 			if r.fatal == nil {
 				r.fatal = &LimitError{Type: "WorkflowCodeError", Message: "a promise job failed: " + err.Error()}
@@ -234,7 +254,9 @@ func (r *run) drain() {
 			return
 		}
 		n, err := r.call("conditions")
-		if err != nil {
+		if errors.Is(err, errClosed) {
+			return
+		} else if err != nil {
 			r.classify(err)
 			if r.fatal == nil {
 				r.fatal = &LimitError{Type: "WorkflowCodeError", Message: "evaluating conditions failed: " + err.Error()}
@@ -302,7 +324,10 @@ func (r *run) host(args []any) (any, error) {
 			r.value = json.RawMessage(*o.Value)
 		}
 		r.failure = o.Failure
-		if f := o.Failure; f != nil && f.Name == "InternalError" && f.Message == "out of memory" {
+		// The engine throws an InternalError when an allocation would pass the limit,
+		// or null when even that error cannot be allocated.
+		if f := o.Failure; f != nil && ((f.Name == "InternalError" && f.Message == "out of memory") ||
+			(f.Class == "Error" && f.Message == "null" && f.Stack == "" && f.Cause == nil)) {
 			r.fatal = r.memoryError()
 		}
 		return nil, nil
@@ -643,7 +668,7 @@ func argsOf(vs ...converter.RawValue) string {
 // query answers a query with the code's handler, within its own time budget; a
 // handler that reaches a limit fails the query, not the run.
 func (r *run) query(name, args string) (json.RawMessage, error) {
-	if r.closed {
+	if r.closed.Load() {
 		return nil, errors.New("the run's code is not loaded")
 	}
 	r.inQuery = true
@@ -661,7 +686,7 @@ func (r *run) query(name, args string) (json.RawMessage, error) {
 
 // validate runs an update's validator; an error it throws rejects the update.
 func (r *run) validate(name, args string) error {
-	if r.closed {
+	if r.closed.Load() {
 		return errors.New("the run's code is not loaded")
 	}
 	r.inQuery = true
@@ -680,7 +705,7 @@ func (r *run) update(ctx workflow.Context, name, args string) (json.RawMessage, 
 	// Blocking calls take the context of the coroutine that blocks (the update's own),
 	// disconnected so that cancelling the run does not abandon the update.
 	wctx, _ := workflow.NewDisconnectedContext(ctx)
-	if err := workflow.Await(wctx, func() bool { return r.updates[id] != nil || r.closed }); err != nil {
+	if err := workflow.Await(wctx, func() bool { return r.updates[id] != nil || r.closed.Load() }); err != nil {
 		return nil, err
 	}
 	o := r.updates[id]

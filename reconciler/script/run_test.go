@@ -236,10 +236,17 @@ func TestEndlessLoopFailsTheTask(t *testing.T) {
 }
 
 func TestMemoryLimitFailsTheTask(t *testing.T) {
-	e := env(t, header+`export default async function main() { const a: string[] = []; for (;;) a.push('x'.repeat(1 << 20) + a.length); }`)
-	e.ExecuteWorkflow("wf")
-	err := e.GetWorkflowError()
-	if err == nil || !strings.Contains(err.Error(), FailureMemory) {
-		t.Fatalf("error %v", err)
+	for name, code := range map[string]string{
+		"strings": `const a: string[] = []; for (;;) a.push('x'.repeat(1 << 20) + a.length);`,
+		"buffers": `const a: object[] = []; for (;;) a.push({ n: a.length, b: new Uint8Array(1 << 20) });`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := env(t, header+"export default async function main() { "+code+" }")
+			e.ExecuteWorkflow("wf")
+			err := e.GetWorkflowError()
+			if err == nil || !strings.Contains(err.Error(), FailureMemory) {
+				t.Fatalf("error %v", err)
+			}
+		})
 	}
 }

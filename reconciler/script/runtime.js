@@ -8,7 +8,7 @@
 (function (host, MAX_LEN, MAX_SORT) {
   "use strict";
   const apply = Reflect.apply, defineProperty = Object.defineProperty, freeze = Object.freeze;
-  const JSONparse = JSON.parse, JSONstringify = JSON.stringify;
+  const JSONparse = JSON.parse;
   const hide = (obj, name, value) => defineProperty(obj, name, { value, writable: true, configurable: true, enumerable: false });
 
   // ---- hardening: native loops over huge sparse arrays ignore the interrupt ----
@@ -20,32 +20,94 @@
     "with", "concat", "keys", "values", "entries"]) {
     const f = AP[m];
     if (typeof f !== "function") continue;
-    hide(AP, m, { [m](...args) {
+    const wrapped = { [m](...args) {
       if (this !== null && this !== undefined) {
         const n = toLen(this.length);
         if (n > MAX_LEN) throw new RangeError("Array.prototype." + m + " on length " + n + " (limit " + MAX_LEN + ")");
       }
+      if (m === "concat") {
+        for (const a of args) {
+          if (a !== null && typeof a === "object" && toLen(a.length) > MAX_LEN) throw new RangeError("Array.prototype.concat of length " + a.length + " (limit " + MAX_LEN + ")");
+        }
+      }
       return apply(f, this, args);
-    } }[m]);
+    } }[m];
+    hide(AP, m, wrapped);
+    if (f === AP[Symbol.iterator] || (m === "values" && AP[Symbol.iterator] === f)) hide(AP, Symbol.iterator, wrapped);
   }
   const arrayFrom = Array.from;
   hide(Array, "from", { from(x, ...r) {
-    if (x != null && typeof x[Symbol.iterator] !== "function" && toLen(x.length) > MAX_LEN) throw new RangeError("Array.from on length " + x.length);
+    if (x != null && typeof x !== "string" && toLen(x.length) > MAX_LEN) throw new RangeError("Array.from on length " + x.length + " (limit " + MAX_LEN + ")");
     return apply(arrayFrom, this, [x, ...r]);
   } }.from);
-  const stringify = JSON.stringify;
+  // JSON.stringify walks arrays natively: refuse arrays no dense array could match
+  // before it starts (a replacer sees each value before its elements).
+  const nativeStringify = JSON.stringify;
+  const guard = (k, v) => {
+    if (typeof v === "object" && v !== null && Array.isArray(v) && v.length > MAX_LEN) {
+      throw new RangeError("JSON.stringify of an array of length " + v.length + " (limit " + MAX_LEN + ")");
+    }
+    return v;
+  };
+  function safeStringify(value, replacer, space) {
+    if (typeof replacer === "function") {
+      return nativeStringify(value, function (k, v) { return guard(k, apply(replacer, this, [k, v])); }, space);
+    }
+    if (replacer !== null && typeof replacer === "object") {
+      nativeStringify(value, guard);
+      return nativeStringify(value, replacer, space);
+    }
+    return nativeStringify(value, guard, space);
+  }
+  hide(JSON, "stringify", { stringify(value, replacer, space) { return safeStringify(value, replacer, space); } }.stringify);
+  // replace and replaceAll with a string replacement build their result natively:
+  // refuse one that could not fit in memory before building it.
+  const SP = String.prototype, MAX_STR = MAX_LEN * 8;
+  const sIndexOf = SP.indexOf, sMatch = SP.match;
+  for (const m of ["replace", "replaceAll"]) {
+    const f = SP[m];
+    hide(SP, m, { [m](search, replacement) {
+      if (typeof replacement === "string" && this !== null && this !== undefined) {
+        const str = String(this);
+        let count = 1;
+        if (typeof search === "string" && m === "replaceAll") {
+          if (search.length === 0) count = str.length + 1;
+          else {
+            count = 0;
+            for (let i = apply(sIndexOf, str, [search]); i >= 0; i = apply(sIndexOf, str, [search, i + search.length])) count++;
+          }
+        } else if (search instanceof RegExp && search.global) {
+          count = (apply(sMatch, str, [search]) || []).length;
+        }
+        const refs = (replacement.match(/\$[&1-9]/g) || []).length, around = (replacement.match(/\$[`']/g) || []).length;
+        const bound = str.length + count * replacement.length + refs * str.length + around * count * str.length;
+        if (bound > MAX_STR) throw new RangeError("String.prototype." + m + " would build a string of up to " + bound + " characters (limit " + MAX_STR + ")");
+      }
+      return apply(f, this, [search, replacement]);
+    } }[m]);
+  }
   const TAP = Object.getPrototypeOf(Uint8Array.prototype), tsort = TAP.sort;
   const tlen = Object.getOwnPropertyDescriptor(TAP, "length").get;
   hide(TAP, "sort", { sort(cmp) {
     if (cmp === undefined && apply(tlen, this, []) > MAX_SORT) throw new RangeError("TypedArray.prototype.sort without a comparator on more than " + MAX_SORT + " elements");
     return apply(tsort, this, [cmp]);
   } }.sort);
+  // No BigInt (its arithmetic runs natively for seconds on huge values; esbuild also
+  // refuses BigInt literals in workflow code).
+  delete globalThis.BigInt;
+  delete globalThis.BigInt64Array;
+  delete globalThis.BigUint64Array;
+  delete DataView.prototype.getBigInt64;
+  delete DataView.prototype.getBigUint64;
+  delete DataView.prototype.setBigInt64;
+  delete DataView.prototype.setBigUint64;
   delete globalThis.WeakRef;
   delete globalThis.FinalizationRegistry;
   delete globalThis.Atomics;
   delete globalThis.SharedArrayBuffer;
 
   // ---- the host bridge ----
+  const JSONstringify = safeStringify;
   const call = (op, arg) => host(op, arg === undefined ? "" : JSONstringify(arg));
 
   // ---- determinism: workflow time, seeded randomness ----
