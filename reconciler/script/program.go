@@ -36,40 +36,45 @@ var runtimeJS string
 const maxSort = 4 << 20
 
 var (
-	preludeMu sync.Mutex
-	preludes  = map[int64][]byte{} // compiled runtime.js by memory limit
+	preludeOnce sync.Once
+	preludeCode []byte
+	preludeErr  error
 )
 
-// prelude is runtime.js compiled once per memory limit (its array bounds follow it).
-func prelude(memory int64) ([]byte, error) {
-	preludeMu.Lock()
-	defer preludeMu.Unlock()
-	if b, ok := preludes[memory]; ok {
-		return b, nil
-	}
-	vm, err := quickjs.NewVM()
-	if err != nil {
-		return nil, err
-	}
-	defer vm.Close()
-	src := fmt.Sprintf("%s(globalThis.__host, %d, %d);\ndelete globalThis.__host;\n", strings.TrimSpace(runtimeJS), memory/16, maxSort)
-	// Whitespace and syntax minified (names kept): a smaller bytecode loads faster in
-	// every new run.
-	min := api.Transform(src, api.TransformOptions{MinifyWhitespace: true, MinifySyntax: true, Target: api.ESNext, LogLevel: api.LogLevelSilent})
-	if len(min.Errors) > 0 {
-		return nil, fmt.Errorf("minify the workflow runtime: %s", min.Errors[0].Text)
-	}
-	b, err := vm.Compile(string(min.Code), quickjs.EvalGlobal)
-	if err != nil {
-		return nil, fmt.Errorf("compile the workflow runtime: %w", err)
-	}
-	preludes[memory] = b
-	return b, nil
+// prelude is runtime.js compiled once per process. Compile (which a worker runs
+// when it loads a module, outside workflow code) makes it first.
+func prelude() ([]byte, error) {
+	preludeOnce.Do(func() {
+		vm, err := quickjs.NewVM()
+		if err != nil {
+			preludeErr = err
+			return
+		}
+		defer vm.Close()
+		src := strings.TrimSpace(runtimeJS) + "(globalThis.__host);\ndelete globalThis.__host;\n"
+		// Whitespace and syntax minified (names kept): a smaller bytecode loads faster
+		// in every new run.
+		min := api.Transform(src, api.TransformOptions{MinifyWhitespace: true, MinifySyntax: true, Target: api.ESNext, LogLevel: api.LogLevelSilent})
+		if len(min.Errors) > 0 {
+			preludeErr = fmt.Errorf("minify the workflow runtime: %s", min.Errors[0].Text)
+			return
+		}
+		if preludeCode, err = vm.Compile(string(min.Code), quickjs.EvalGlobal); err != nil {
+			preludeErr = fmt.Errorf("compile the workflow runtime: %w", err)
+		}
+	})
+	return preludeCode, preludeErr
+}
+
+// limitsJSON is the runtime's answer to host("limits"): the longest array and the
+// largest comparator-less TypedArray sort a VM of that memory may run natively.
+func limitsJSON(memory int64) string {
+	return fmt.Sprintf("[%d,%d]", memory/16, maxSort)
 }
 
 // newVM is a VM with the runtime installed and host answering its calls.
 func newVM(limits Limits, host quickjs.HostFunc) (*quickjs.VM, error) {
-	pre, err := prelude(limits.Memory)
+	pre, err := prelude()
 	if err != nil {
 		return nil, err
 	}
@@ -80,7 +85,14 @@ func newVM(limits Limits, host quickjs.HostFunc) (*quickjs.VM, error) {
 	vm.SetMemoryLimit(uintptr(limits.Memory))
 	vm.SetCanBlock(false)
 	vm.SetEvalTimeout(limits.Yield)
-	if err := vm.RegisterHostFunc("__host", host); err != nil {
+	bounds := limitsJSON(limits.Memory)
+	install := func(args []any) (any, error) {
+		if op, _ := args[0].(string); op == "limits" {
+			return bounds, nil
+		}
+		return host(args)
+	}
+	if err := vm.RegisterHostFunc("__host", install); err != nil {
 		vm.Close()
 		return nil, fmt.Errorf("install the workflow runtime: %w", err)
 	}

@@ -20,6 +20,11 @@ import (
 // in the SDK's in-memory test environment, with activities echo, fail and slow.
 func env(t *testing.T, src string) *testsuite.TestWorkflowEnvironment {
 	t.Helper()
+	return envWith(t, src, DefaultLimits)
+}
+
+func envWith(t *testing.T, src string, limits Limits) *testsuite.TestWorkflowEnvironment {
+	t.Helper()
 	prog, ps := Compile(src, TypeScript)
 	if ps != nil {
 		t.Fatalf("compile: %v", ps)
@@ -27,7 +32,7 @@ func env(t *testing.T, src string) *testsuite.TestWorkflowEnvironment {
 	var s testsuite.WorkflowTestSuite
 	e := s.NewTestWorkflowEnvironment()
 	e.RegisterDynamicWorkflow(func(ctx workflow.Context, args converter.EncodedValues) (any, error) {
-		return Execute(ctx, prog, args, Options{Limits: DefaultLimits})
+		return Execute(ctx, prog, args, Options{Limits: limits})
 	}, workflow.DynamicRegisterOptions{})
 	e.RegisterDynamicActivity(func(ctx context.Context, args converter.EncodedValues) (any, error) {
 		var in any
@@ -241,7 +246,7 @@ func TestMemoryLimitFailsTheTask(t *testing.T) {
 		"buffers": `const a: object[] = []; for (;;) a.push({ n: a.length, b: new Uint8Array(1 << 20) });`,
 	} {
 		t.Run(name, func(t *testing.T) {
-			e := env(t, header+"export default async function main() { "+code+" }")
+			e := envWith(t, header+"export default async function main() { "+code+" }", Limits{Memory: 8 << 20, Yield: DefaultLimits.Yield})
 			e.ExecuteWorkflow("wf")
 			err := e.GetWorkflowError()
 			if err == nil || !strings.Contains(err.Error(), FailureMemory) {

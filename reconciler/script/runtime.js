@@ -4,9 +4,10 @@
 // exposes __rt, through which the Go driver (run.go) starts the workflow and delivers
 // what Temporal says. Everything here is deterministic given the same deliveries.
 //
-// %MAX_LEN% and %MAX_SORT% are substituted by the Go side from the VM's memory limit.
-(function (host, MAX_LEN, MAX_SORT) {
+// The bounds of native loops follow the VM's memory limit: the host says them.
+(function (host) {
   "use strict";
+  const [MAX_LEN, MAX_SORT] = JSON.parse(host("limits", ""));
   const apply = Reflect.apply, defineProperty = Object.defineProperty, freeze = Object.freeze;
   const JSONparse = JSON.parse;
   const hide = (obj, name, value) => defineProperty(obj, name, { value, writable: true, configurable: true, enumerable: false });
