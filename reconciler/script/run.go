@@ -75,6 +75,7 @@ type run struct {
 	failure *failure
 
 	listening  map[string]bool // signal names read from their channels
+	newUpdates []string        // update handlers to register once the VM call returns
 	nextUpdate int
 	updates    map[int]*outcome
 }
@@ -203,7 +204,28 @@ func (r *run) enterJS(fn string, args ...any) any {
 	}
 	r.drain()
 	r.check()
+	r.registerUpdates()
 	return v
+}
+
+// registerUpdates registers the update handlers the code set. The SDK yields the
+// coroutine when it does (letting updates that waited for the handler run), so this
+// happens between calls into the VM, never inside one.
+func (r *run) registerUpdates() {
+	for len(r.newUpdates) > 0 {
+		name := r.newUpdates[0]
+		r.newUpdates = r.newUpdates[1:]
+		err := workflow.SetUpdateHandlerWithOptions(r.ctx, name,
+			func(ctx workflow.Context, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 converter.RawValue) (json.RawMessage, error) {
+				return r.update(ctx, name, argsOf(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9))
+			},
+			workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 converter.RawValue) error {
+				return r.validate(name, argsOf(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9))
+			}})
+		if err != nil {
+			panic(fmt.Sprintf("register the update handler %q: %s", name, err))
+		}
+	}
 }
 
 // call runs a runtime entry point within what is left of the workflow task's budget.
@@ -642,14 +664,7 @@ func (r *run) handler(arg string) error {
 			return r.query(name, argsOf(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9))
 		})
 	case "update":
-		name := h.Name
-		return workflow.SetUpdateHandlerWithOptions(r.ctx, name,
-			func(ctx workflow.Context, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 converter.RawValue) (json.RawMessage, error) {
-				return r.update(ctx, name, argsOf(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9))
-			},
-			workflow.UpdateHandlerOptions{Validator: func(ctx workflow.Context, a0, a1, a2, a3, a4, a5, a6, a7, a8, a9 converter.RawValue) error {
-				return r.validate(name, argsOf(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9))
-			}})
+		r.newUpdates = append(r.newUpdates, h.Name) // see registerUpdates
 	}
 	return nil
 }
