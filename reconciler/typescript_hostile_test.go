@@ -67,7 +67,7 @@ func TestHostileWorkflowCodeFailsAlone(t *testing.T) {
 	b, queueB := project(t, db.Pool)
 	hostile := map[string]string{
 		"loop":    `export default async function loop() { while (true) {} }`,
-		"alloc":   `export default async function alloc() { const a: string[] = []; for (;;) a.push('x'.repeat(1 << 20) + a.length); }`,
+		"alloc":   `export default async function alloc() { const a: Uint8Array[] = []; for (;;) a.push(new Uint8Array(1 << 20)); }`,
 		"sparse":  `export default async function sparse() { return new Array(2.5e8).join('x').length }`,
 		"recurse": `export default async function recurse() { const f = (n: number): number => f(n + 1) + 1; return f(0); }`,
 		"exit":    `declare const process: any; export default async function exit() { process.exit(1) }`,
