@@ -2,8 +2,6 @@ package script
 
 import (
 	"fmt"
-	"regexp"
-	"strconv"
 	"strings"
 
 	"github.com/evanw/esbuild/pkg/api"
@@ -76,7 +74,7 @@ var shim = func() string {
 // bundle transpiles and bundles a module with esbuild into one script that assigns
 // the module's exports to moduleGlobal. Async functions are lowered to generators so
 // that the runtime can carry the cancellation scope across awaits.
-func bundle(source, language string) (string, Problems) {
+func bundle(source, language string) (js string, sourceMap []byte, _ Problems) {
 	loader := api.LoaderTS
 	file := "workflow.ts"
 	if language == JavaScript {
@@ -95,16 +93,25 @@ func bundle(source, language string) (string, Problems) {
 		Charset:    api.CharsetUTF8,
 		Plugins:    []api.Plugin{importsPlugin},
 		Outfile:    "workflow.js",
+		Sourcemap:  api.SourceMapExternal,
+		// The map names the sources; their text is the compiled row's own.
+		SourcesContent: api.SourcesContentExclude,
 	})
 	if len(res.Errors) > 0 {
-		return "", messages(res.Errors)
+		return "", nil, messages(res.Errors)
 	}
 	for _, f := range res.OutputFiles {
-		if strings.HasSuffix(f.Path, ".js") {
-			return string(f.Contents), nil
+		switch {
+		case strings.HasSuffix(f.Path, ".js.map"):
+			sourceMap = f.Contents
+		case strings.HasSuffix(f.Path, ".js"):
+			js = string(f.Contents)
 		}
 	}
-	return "", Problems{{Message: "esbuild produced no output"}}
+	if js == "" {
+		return "", nil, Problems{{Message: "esbuild produced no output"}}
+	}
+	return js, sourceMap, nil
 }
 
 // importsPlugin resolves '@temporalio/workflow' to the shim and refuses every other
@@ -159,17 +166,3 @@ func TranspileComponent(source string) (string, Problems) {
 	return string(res.Code), nil
 }
 
-// stackLine finds "workflow.js:LINE:COL" positions in engine messages.
-var stackLine = regexp.MustCompile(`<input>:(\d+)(?::(\d+))?`)
-
-// evalProblem is a problem found while evaluating the bundle (its top level threw).
-// Positions in the bundle are not the source's, so it carries none.
-func evalProblem(err error) Problem {
-	msg := err.Error()
-	msg = stackLine.ReplaceAllStringFunc(msg, func(s string) string {
-		m := stackLine.FindStringSubmatch(s)
-		n, _ := strconv.Atoi(m[1])
-		return "bundle line " + strconv.Itoa(n)
-	})
-	return Problem{Message: "the module's top level failed: " + msg}
-}

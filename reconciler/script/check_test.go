@@ -23,7 +23,7 @@ export default async function greet(name: string): Promise<string> { await sleep
 		{"unsupported API", TypeScript, "import { getExternalWorkflowHandle } from '@temporalio/workflow';\nexport default async function wf() { getExternalWorkflowHandle('x') }", `No matching export`, 1, 10},
 		{"no export", TypeScript, "async function wf() {}", "exports no workflow", 0, 0},
 		{"two functions", TypeScript, "export async function a() {}\nexport async function b() {}", "several functions (a, b)", 0, 0},
-		{"top level throws", JavaScript, "throw new Error('boom');\nexport default async function wf() {}", "boom", 0, 0},
+		{"top level throws", JavaScript, "const x = 1;\n  throw new Error('boom');\nexport default async function wf() {}", "boom", 2, 13},
 		{"top level loops", JavaScript, "while (true) {}\nexport default async function wf() {}", "interrupted", 0, 0},
 	}
 	for _, c := range cases {

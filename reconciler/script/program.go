@@ -106,9 +106,10 @@ func newVM(limits Limits, host quickjs.HostFunc) (*quickjs.VM, error) {
 // Program is a compiled module: its bundle as engine bytecode and the export that is
 // the workflow.
 type Program struct {
-	bytecode []byte
-	export   string
-	Size     int // bytes of the bundle
+	bytecode  []byte
+	export    string
+	positions *positions // the bundle's source map
+	Size      int        // bytes of the bundle
 }
 
 // compileLimits bound the evaluation of a module's top level when it is checked.
@@ -120,25 +121,28 @@ func Compile(source, language string) (*Program, Problems) {
 	if !Is(language) {
 		return nil, Problems{{Message: fmt.Sprintf("language %q is not run as a module (typescript or javascript)", language)}}
 	}
-	js, problems := bundle(source, language)
+	js, sourceMap, problems := bundle(source, language)
 	if problems != nil {
 		return nil, problems
 	}
+	prog := &Program{Size: len(js), positions: newPositions(sourceMap)}
 	vm, err := newVM(compileLimits, checkHost)
 	if err != nil {
 		return nil, Problems{{Message: err.Error()}}
 	}
 	defer vm.Close()
-	bc, err := vm.Compile(js, quickjs.EvalGlobal)
+	// The bundle's lines follow bundleLines blank ones, so that its stack frames are
+	// told from the runtime's (the engine names both "<eval>").
+	bc, err := vm.Compile(strings.Repeat("\n", bundleLines)+js, quickjs.EvalGlobal)
 	if err != nil {
-		return nil, Problems{evalProblem(err)}
+		return nil, Problems{prog.problem(err)}
 	}
 	if _, err := vm.EvalBytecode(bc); err != nil {
-		return nil, Problems{evalProblem(err)}
+		return nil, Problems{prog.problem(err)}
 	}
 	v, err := vm.Eval("__rt.pick(globalThis."+moduleGlobal+")", quickjs.EvalGlobal)
 	if err != nil {
-		return nil, Problems{evalProblem(err)}
+		return nil, Problems{prog.problem(err)}
 	}
 	export, _ := v.(string)
 	switch {
@@ -147,7 +151,8 @@ func Compile(source, language string) (*Program, Problems) {
 	case strings.HasPrefix(export, "!"):
 		return nil, Problems{{Message: "the module exports several functions (" + export[1:] + "): make the workflow the default export"}}
 	}
-	return &Program{bytecode: bc, export: export, Size: len(js)}, nil
+	prog.bytecode, prog.export = bc, export
+	return prog, nil
 }
 
 // Check reports what is wrong with a module, as the worker would find it: esbuild's

@@ -53,6 +53,7 @@ func (e *LimitError) Error() string { return e.Type + ": " + e.Message }
 type run struct {
 	ctx    workflow.Context // the run's root context: cancelled when the run is
 	bg     workflow.Context // disconnected from it: the driver's waits and commands
+	prog   *Program
 	vm     *quickjs.VM
 	fns    map[string]quickjs.Value
 	limits Limits
@@ -101,7 +102,7 @@ func Execute(ctx workflow.Context, prog *Program, args converter.EncodedValues, 
 		return nil, fmt.Errorf("seed the run's randomness: %w", err)
 	}
 	bg, _ := workflow.NewDisconnectedContext(ctx)
-	r := &run{ctx: ctx, bg: bg, limits: opts.Limits, ops: map[int]workflow.CancelFunc{},
+	r := &run{ctx: ctx, bg: bg, prog: prog, limits: opts.Limits, ops: map[int]workflow.CancelFunc{},
 		listening: map[string]bool{}, updates: map[int]*outcome{}, fns: map[string]quickjs.Value{}}
 	vm, err := newVM(opts.Limits, r.host)
 	if err != nil {
@@ -126,6 +127,7 @@ func Execute(ctx workflow.Context, prog *Program, args converter.EncodedValues, 
 		return nil, r.startFailure(err)
 	}
 
+
 	// Cancellation of the run reaches the code as the root scope's cancellation.
 	workflow.Go(bg, func(c workflow.Context) {
 		ctx.Done().Receive(c, nil)
@@ -142,7 +144,8 @@ func Execute(ctx workflow.Context, prog *Program, args converter.EncodedValues, 
 func (r *run) startFailure(err error) error {
 	r.classify(err)
 	r.check()
-	return temporal.NewNonRetryableApplicationError("the workflow module failed to load: "+err.Error(), errorName(err), nil)
+	p := r.prog.problem(err)
+	return temporal.NewNonRetryableApplicationError(fmt.Sprintf("the workflow module failed to load: %s", p), errorName(err), nil)
 }
 
 func errorName(err error) string {
@@ -182,7 +185,18 @@ func (r *run) result() (any, error) {
 		}
 		return nil, workflow.NewContinueAsNewError(r.ctx, workflow.GetInfo(r.ctx).WorkflowType.Name, as...)
 	}
-	return nil, r.handles.toError(r.failure)
+	return nil, r.handles.toError(r.sourceStacks(r.failure))
+}
+
+// sourceStacks rewrites the failure's stack traces with positions in the module's
+// source.
+func (r *run) sourceStacks(f *failure) *failure {
+	for g := f; g != nil; g = g.Cause {
+		if g.Stack != "" {
+			g.Stack = r.prog.positions.stack(g.Stack)
+		}
+	}
+	return f
 }
 
 // enterJS calls one of the runtime's entry points on a workflow coroutine, runs the
@@ -729,7 +743,7 @@ func (r *run) update(ctx workflow.Context, name, args string) (json.RawMessage, 
 		return nil, errors.New("the run ended before the update finished")
 	}
 	if o.Failure != nil {
-		return nil, r.handles.toError(o.Failure)
+		return nil, r.handles.toError(r.sourceStacks(o.Failure))
 	}
 	if o.Value == nil {
 		return nil, nil

@@ -114,6 +114,32 @@ export default async function main() {
 	}
 }
 
+// A failure's stack trace names positions in the module's source.
+func TestStacksPointAtTheSource(t *testing.T) {
+	e := env(t, header+`
+function check(n: number): number {
+  if (n > 1) throw new TypeError('too big: ' + n);
+  return n;
+}
+export default async function main() {
+  await wf.sleep(1);
+  return check(2);
+}`)
+	e.ExecuteWorkflow("wf")
+	var app *temporal.ApplicationError
+	if err := e.GetWorkflowError(); !errors.As(err, &app) || app.Type() != "TypeError" {
+		t.Fatalf("error %v", err)
+	}
+	var details map[string]string
+	if err := app.Details(&details); err != nil {
+		t.Fatal(err)
+	}
+	// header is 2 lines: check throws at line 5, called from main at line 10.
+	if st := details["stack"]; !strings.Contains(st, "workflow.ts:5:") || !strings.Contains(st, "workflow.ts:10:") {
+		t.Fatalf("stack %q", st)
+	}
+}
+
 func TestSignalsQueriesConditions(t *testing.T) {
 	e := env(t, header+`
 const go = wf.defineSignal<[string]>('go');
