@@ -165,4 +165,3 @@ func TranspileComponent(source string) (string, Problems) {
 	}
 	return string(res.Code), nil
 }
-

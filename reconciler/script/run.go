@@ -127,7 +127,6 @@ func Execute(ctx workflow.Context, prog *Program, args converter.EncodedValues, 
 		return nil, r.startFailure(err)
 	}
 
-
 	// Cancellation of the run reaches the code as the root scope's cancellation.
 	workflow.Go(bg, func(c workflow.Context) {
 		ctx.Done().Receive(c, nil)
