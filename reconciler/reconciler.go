@@ -92,7 +92,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		temporal: tc,
 		cfg:      cfg,
 		defs:     newDefinitionCache(1024),
-		scripts:  script.NewCache(1024),
+		scripts:  script.NewCache(256 << 20),
 		http: egress.New(egress.Options{
 			AllowPrivate:     cfg.HTTPAllowPrivate,
 			MaxResponseBytes: cfg.HTTPMaxResponseBytes,

@@ -1,6 +1,7 @@
 package script
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,5 +57,26 @@ func TestExamplesCompile(t *testing.T) {
 		if ps := Check(string(src), TypeScript); ps != nil {
 			t.Errorf("%s: %v", f, Problems(ps))
 		}
+	}
+}
+
+// The cache compiles a version once and stays within its byte budget.
+func TestCacheBoundsItsBytes(t *testing.T) {
+	c := NewCache(64 << 10)
+	src := func(i int) string {
+		return fmt.Sprintf("export default async function wf() { return %q }", strings.Repeat("x", 8<<10)+fmt.Sprint(i))
+	}
+	first, ps := c.Get("a", src(0), JavaScript)
+	if ps != nil {
+		t.Fatal(ps)
+	}
+	if again, _ := c.Get("a", src(0), JavaScript); again != first {
+		t.Fatal("compiled twice")
+	}
+	for i := 1; i < 20; i++ {
+		c.Get(fmt.Sprint(i), src(i), JavaScript)
+	}
+	if c.bytes > c.maxBytes || len(c.items) >= 20 {
+		t.Fatalf("%d bytes in %d entries, budget %d", c.bytes, len(c.items), c.maxBytes)
 	}
 }

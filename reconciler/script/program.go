@@ -109,6 +109,7 @@ type Program struct {
 	bytecode  []byte
 	export    string
 	positions *positions // the bundle's source map
+	mapSize   int        // bytes of the source map
 	Size      int        // bytes of the bundle
 }
 
@@ -125,7 +126,7 @@ func Compile(source, language string) (*Program, Problems) {
 	if problems != nil {
 		return nil, problems
 	}
-	prog := &Program{Size: len(js), positions: newPositions(sourceMap)}
+	prog := &Program{Size: len(js), positions: newPositions(sourceMap), mapSize: len(sourceMap)}
 	vm, err := newVM(compileLimits, checkHost)
 	if err != nil {
 		return nil, Problems{{Message: err.Error()}}
@@ -173,21 +174,24 @@ func checkHost(args []any) (any, error) {
 }
 
 // Cache keeps compiled programs by compiled_workflows id (rows are immutable), the
-// failures too, so that a reload or a replay compiles each version once.
+// failures too, so that a reload or a replay compiles each version once. It holds at
+// most maxBytes of programs (a module may be 1 MiB), evicting arbitrary entries.
 type Cache struct {
-	mu    sync.Mutex
-	max   int
-	items map[string]cached
+	mu       sync.Mutex
+	maxBytes int
+	bytes    int
+	items    map[string]cached
 }
 
 type cached struct {
 	prog     *Program
 	problems Problems
+	size     int
 }
 
-// NewCache keeps at most max programs.
-func NewCache(max int) *Cache {
-	return &Cache{max: max, items: map[string]cached{}}
+// NewCache keeps at most maxBytes of compiled programs (bytecode and source maps).
+func NewCache(maxBytes int) *Cache {
+	return &Cache{maxBytes: maxBytes, items: map[string]cached{}}
 }
 
 // Get compiles source (its compiled id is id) or returns the earlier result.
@@ -202,14 +206,23 @@ func (c *Cache) Get(id, source, language string) (*Program, Problems) {
 		return it.prog, it.problems
 	}
 	prog, problems := Compile(source, language)
+	size := len(source) + 256
+	if prog != nil {
+		size += len(prog.bytecode) + 2*prog.mapSize
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if len(c.items) >= c.max {
-		for k := range c.items { // evict an arbitrary entry
-			delete(c.items, k)
+	if _, ok := c.items[id]; ok {
+		return prog, problems // compiled meanwhile by another caller
+	}
+	for k, it := range c.items { // evict arbitrary entries until it fits
+		if c.bytes+size <= c.maxBytes {
 			break
 		}
+		delete(c.items, k)
+		c.bytes -= it.size
 	}
-	c.items[id] = cached{prog: prog, problems: problems}
+	c.items[id] = cached{prog: prog, problems: problems, size: size}
+	c.bytes += size
 	return prog, problems
 }
