@@ -93,6 +93,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		cfg:      cfg,
 		defs:     newDefinitionCache(1024),
 		scripts:  script.NewCache(256 << 20),
+		warm:     script.NewWarm(cfg.scriptLimits(), 4),
 		http: egress.New(egress.Options{
 			AllowPrivate:     cfg.HTTPAllowPrivate,
 			MaxResponseBytes: cfg.HTTPMaxResponseBytes,
@@ -163,7 +164,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		// The order matters: orphaned rows are closed and the replica has joined (and
 		// learnt the others) before the first reconcile; the listener asks for the
 		// first resync once LISTEN is in place.
-		for _, part := range []interface{ Start(context.Context) error }{r.janitor, r.leases, r.rows} {
+		for _, part := range []interface{ Start(context.Context) error }{r.janitor, r.leases, r.rows, r.shared.warm} {
 			_ = part.Start(ctx)
 		}
 		for range r.cfg.Concurrency {
@@ -207,7 +208,7 @@ func (r *Reconciler) Stop() {
 		drained := time.Since(drainBegan)
 		// The loops went on during the drain: leases renewed, heartbeats (and /healthz)
 		// current. Their work is done now.
-		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.recovery, r.janitor, r.leases} {
+		for _, part := range []interface{ Stop() }{r.listener, r.resyncer, r.beats, r.recovery, r.janitor, r.leases, r.shared.warm} {
 			part.Stop()
 		}
 		r.leases.Leave(ctx)

@@ -31,7 +31,7 @@ func (pw *projectWorker) runScript(ctx workflow.Context, name string, pin pinned
 				fmt.Sprintf("workflow %s version %d cannot be loaded: %s", name, pin.Version, problems), "InvalidDefinition", nil)
 		}
 	}
-	return script.Execute(ctx, prog, args, script.Options{Limits: pw.shared.cfg.scriptLimits()})
+	return script.Execute(ctx, prog, args, script.Options{Limits: pw.shared.cfg.scriptLimits(), Warm: pw.shared.warm})
 }
 
 // transpileComponent turns a TypeScript component into the JavaScript the component

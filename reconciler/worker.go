@@ -79,6 +79,7 @@ type shared struct {
 	cfg      Config
 	defs     *definitionCache
 	scripts  *script.Cache // compiled TypeScript / JavaScript modules by compiled id
+	warm     *script.Warm  // their runs' VMs, made ahead of need
 	http     *egress.Client
 	limits   component.Limits
 }

@@ -33,6 +33,8 @@ const (
 // Options are what a run needs from its worker.
 type Options struct {
 	Limits Limits
+	// Warm, if set, supplies VMs made ahead of need.
+	Warm *Warm
 }
 
 // errClosed is a call into a run whose VM is closed.
@@ -104,7 +106,7 @@ func Execute(ctx workflow.Context, prog *Program, args converter.EncodedValues, 
 	bg, _ := workflow.NewDisconnectedContext(ctx)
 	r := &run{ctx: ctx, bg: bg, prog: prog, limits: opts.Limits, ops: map[int]workflow.CancelFunc{},
 		listening: map[string]bool{}, updates: map[int]*outcome{}, fns: map[string]quickjs.Value{}}
-	vm, err := newVM(opts.Limits, r.host)
+	vm, err := opts.Warm.vm(opts.Limits, r.host)
 	if err != nil {
 		// The process could not make a VM (the engine's function table is full):
 		// another worker, or this one later, can.
