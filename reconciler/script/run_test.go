@@ -53,7 +53,7 @@ func envWith(t *testing.T, src string, limits Limits) *testsuite.TestWorkflowEnv
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
-			case <-time.After(time.Hour):
+			case <-time.After(5 * time.Second):
 				return nil, nil
 			}
 		default:
