@@ -10,6 +10,7 @@ BIN      := $(CURDIR)/bin
 TEMPORAL_CLI_VERSION := v1.5.1
 MIGRATE_VERSION      := v4.20.1
 SQLC_VERSION         := v1.31.1
+TYPESCRIPT_VERSION   := 5.9.3
 
 TEST_TIMEOUT ?= 20m
 
@@ -22,7 +23,7 @@ run: build bin/temporal ## Private Postgres + Temporal dev server, a demo projec
 	RECONCILER_TEMPORAL_CLI=$(BIN)/temporal $(BIN)/reconciler dev
 
 .PHONY: test
-test: tools ## Every test, unit and integration, against real PostgreSQL and Temporal
+test: tools typescript ## Every test, unit and integration, against real PostgreSQL and Temporal
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: build
@@ -44,6 +45,15 @@ bin/temporal:
 bin/migrate:
 	@mkdir -p $(BIN)
 	cd /tmp && GOBIN=$(BIN) $(GO) install -tags postgres github.com/golang-migrate/migrate/v4/cmd/migrate@$(MIGRATE_VERSION)
+
+# tsc checks the declarations of '@temporalio/workflow' (reconciler/script/workflow.d.ts)
+# against the example workflows: a test-time tool; nothing runs Node.js at run time.
+.PHONY: typescript
+typescript: bin/typescript/node_modules/.bin/tsc ## Install tsc (npm's typescript) into bin/typescript for the tests
+
+bin/typescript/node_modules/.bin/tsc:
+	@mkdir -p $(BIN)/typescript
+	npm install --prefix $(BIN)/typescript --no-audit --no-fund --loglevel=error typescript@$(TYPESCRIPT_VERSION)
 
 bin/sqlc:
 	@mkdir -p $(BIN)

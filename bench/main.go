@@ -133,6 +133,7 @@ func run(ctx context.Context, o options) error {
 		{"desired -> running", b.desiredToRunning},
 		{"compile -> serving", b.compileToServing},
 		{"tenants", b.tenants},
+		{"typescript", b.typescript},
 		{"fleet", b.fleet},
 		{"resync", b.resync},
 		{"sigterm", b.sigterm},

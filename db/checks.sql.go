@@ -40,6 +40,7 @@ const loadCompiledForCheck = `-- name: LoadCompiledForCheck :one
 SELECT c.id,
        c.version,
        c.workflow_code,
+       c.language,
        c.created_at,
        w.name                                    AS workflow_name,
        w.project_id,
@@ -56,6 +57,7 @@ type LoadCompiledForCheckRow struct {
 	ID           uuid.UUID `json:"id"`
 	Version      int32     `json:"version"`
 	WorkflowCode string    `json:"workflow_code"`
+	Language     string    `json:"language"`
 	CreatedAt    time.Time `json:"created_at"`
 	WorkflowName string    `json:"workflow_name"`
 	ProjectID    uuid.UUID `json:"project_id"`
@@ -72,6 +74,7 @@ func (q *Queries) LoadCompiledForCheck(ctx context.Context, id uuid.UUID) (LoadC
 		&i.ID,
 		&i.Version,
 		&i.WorkflowCode,
+		&i.Language,
 		&i.CreatedAt,
 		&i.WorkflowName,
 		&i.ProjectID,

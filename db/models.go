@@ -17,9 +17,11 @@ type CompiledWorkflow struct {
 	WorkflowID uuid.UUID `json:"workflow_id"`
 	// Increasing per workflow. Leave it NULL on insert to get the next one.
 	Version int32 `json:"version"`
-	// The compiled definition: a JSON document in the format of SPEC section 4, at most 1 MiB.
+	// The compiled definition, at most 1 MiB: a JSON document in the format of SPEC section 4 when language = json (its shape is checked on insert), else the source of a TypeScript or JavaScript module whose default export (or only exported function) is the workflow.
 	WorkflowCode string    `json:"workflow_code"`
 	CreatedAt    time.Time `json:"created_at"`
+	// How workflow_code is run: json (a definition, SPEC section 4; the default), or typescript / javascript (an ES module written against @temporalio/workflow, SPEC section 4b, bundled and run by the worker with no Node.js). A module that does not compile is not served; the reason, with line and column, is in workflow_workers.metadata->'workflow_errors'.
+	Language string `json:"language"`
 }
 
 // The validation result of each compiled version, written by the reconciler within milliseconds of the compile (whether or not the project runs). A version that is not valid is not served: its workflow keeps serving its last valid version.
@@ -39,7 +41,8 @@ type Component struct {
 	ID        uuid.UUID `json:"id"`
 	ProjectID uuid.UUID `json:"project_id"`
 	// The activity name used in definitions, and the name of the JavaScript function the code defines.
-	Name                   string `json:"name"`
+	Name string `json:"name"`
+	// javascript, or typescript (types are erased with esbuild before the code runs; the function keeps its name).
 	ImplementationLanguage string `json:"implementation_language"`
 	// JavaScript defining a function named like the component; it receives the node input and returns (or resolves) the output.
 	ImplementationCode string    `json:"implementation_code"`

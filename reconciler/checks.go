@@ -16,6 +16,7 @@ import (
 
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/reconciler/flow"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // checker gives every compiled version its validation result in
@@ -30,6 +31,7 @@ type checker struct {
 	interval time.Duration
 	log      *slog.Logger
 	latency  prometheus.Observer // from the compile's commit to its result written
+	scripts  *script.Cache       // the workers' compiled modules: a version checked is not compiled again
 
 	mu      sync.Mutex
 	queued  map[uuid.UUID]bool
@@ -42,8 +44,8 @@ type checker struct {
 // checkWorkers check versions in parallel: a compile storm is checked in parallel.
 const checkWorkers = 2
 
-func newChecker(store *db.Store, replica string, interval time.Duration, log *slog.Logger, latency prometheus.Observer) *checker {
-	return &checker{db: store, replica: replica, interval: interval, log: log, latency: latency,
+func newChecker(store *db.Store, replica string, interval time.Duration, log *slog.Logger, latency prometheus.Observer, scripts *script.Cache) *checker {
+	return &checker{db: store, replica: replica, interval: interval, log: log, latency: latency, scripts: scripts,
 		queued: map[uuid.UUID]bool{}, ids: make(chan uuid.UUID, 4096)}
 }
 
@@ -150,7 +152,13 @@ func (c *checker) check(ctx context.Context, id uuid.UUID) error {
 	if err != nil {
 		return fmt.Errorf("load compiled version %s: %w", id, err)
 	}
-	problems := checkDefinition(v.WorkflowCode, v.Components, v.Workflows)
+	var problems []problem
+	if script.Is(v.Language) {
+		_, ps := c.scripts.Get(id.String(), v.WorkflowCode, v.Language)
+		problems = moduleProblems(ps)
+	} else {
+		problems = checkDefinition(v.WorkflowCode, v.Components, v.Workflows)
+	}
 	raw, err := json.Marshal(problems)
 	if err != nil {
 		return err
@@ -162,6 +170,21 @@ func (c *checker) check(ctx context.Context, id uuid.UUID) error {
 	}
 	c.latency.Observe(time.Since(v.CreatedAt).Seconds())
 	return nil
+}
+
+// moduleProblems are a TypeScript or JavaScript module's problems as check problems,
+// with the line and column the builder shows them at.
+func moduleProblems(ps script.Problems) []problem {
+	out := make([]problem, 0, len(ps))
+	for _, sp := range ps {
+		p := problem{Message: sp.Message}
+		if sp.Line > 0 {
+			line, column := sp.Line, sp.Column
+			p.Line, p.Column = &line, &column
+		}
+		out = append(out, p)
+	}
+	return out
 }
 
 // checkDefinition validates a definition against a project's active components and

@@ -19,6 +19,8 @@ type check struct {
 	Valid    bool
 	Problems []struct {
 		Node    *string `json:"node"`
+		Line    int     `json:"line"`
+		Column  int     `json:"column"`
 		Message string  `json:"message"`
 	}
 	Latency time.Duration // from the compile's commit to the check
@@ -99,5 +101,39 @@ func TestCompileFeedbackAndLastValidVersionServes(t *testing.T) {
 				t.Fatalf("the valid version after a bad compile: %q, %v", out, err)
 			}
 		})
+	}
+}
+
+// A TypeScript module gets the same feedback, placed by line and column in its source,
+// and a module that does not compile leaves its workflow's valid version serving.
+func TestTypeScriptCompileFeedbackAndLastValidVersionServes(t *testing.T) {
+	t.Parallel()
+	db := testenv.Database(t)
+	tc := testenv.TemporalClient(t)
+	startService(t, db)
+	id, queue := project(t, db.Pool)
+	wf := moduleWorkflow(t, db.Pool, id, "hello", "typescript",
+		"export default async function hello(name: string): Promise<string> {\n  return `v1 ${name}`;\n}\n")
+	setDesired(t, db.Pool, id, "running")
+	waitWorker(t, db.Pool, id, 30*time.Second, hasStatus("running"))
+	if c := waitCheck(t, db.Pool, wf); !c.Valid || len(c.Problems) != 0 {
+		t.Fatalf("the first version: %+v, want valid", c)
+	}
+
+	compileModule(t, db.Pool, wf, "typescript",
+		"export default async function hello(name: string): Promise<string> {\n  return `v2 ${name}` +;\n}\n")
+	c := waitCheck(t, db.Pool, wf)
+	if c.Valid || len(c.Problems) != 1 || c.Problems[0].Line != 2 || c.Problems[0].Column == 0 {
+		t.Fatalf("the module that does not compile: %+v; want invalid, one problem on line 2", c)
+	}
+	row := waitWorker(t, db.Pool, id, 30*time.Second, func(r workerRow) bool {
+		return r.Status == "running" && r.Generation == generation(t, db.Pool, id)
+	})
+	if errs, _ := row.Metadata["workflow_errors"].(map[string]any); !strings.Contains(fmt.Sprint(errs["hello"]), "version 2") {
+		t.Errorf("workflow_errors %v; want version 2's reason", errs)
+	}
+	out, err := result(t, start(t, tc, queue, "hello", "still"))
+	if err != nil || out != `"v1 still"` {
+		t.Fatalf("the valid version after a bad compile: %s, %v", out, err)
 	}
 }

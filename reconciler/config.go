@@ -13,6 +13,7 @@ import (
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/lease"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // Config is every setting of the service, read from the environment. The README's
@@ -125,6 +126,12 @@ type Config struct {
 	// each one call at a time; a project gets at most all but one of them at once.
 	ComponentSandboxes int `envconfig:"RECONCILER_COMPONENT_SANDBOXES"`
 
+	// WorkflowCodeTimeout bounds the JavaScript time of one workflow task of a
+	// TypeScript or JavaScript run (below the SDK's 1 s deadlock detector);
+	// WorkflowCodeMemoryMB bounds the memory of the run's VM.
+	WorkflowCodeTimeout  time.Duration `envconfig:"RECONCILER_WORKFLOW_CODE_TIMEOUT"`
+	WorkflowCodeMemoryMB int           `envconfig:"RECONCILER_WORKFLOW_CODE_MEMORY_MB"`
+
 	// LogLevel is debug, info, warn or error; LogFormat is text or json.
 	LogLevel  string `envconfig:"RECONCILER_LOG_LEVEL"`
 	LogFormat string `envconfig:"RECONCILER_LOG_FORMAT"`
@@ -175,6 +182,8 @@ func DefaultConfig() Config {
 		ComponentTimeout:       10 * time.Second,
 		ComponentMemoryMB:      128,
 		ComponentSandboxes:     component.DefaultPoolSize(),
+		WorkflowCodeTimeout:    script.DefaultLimits.Yield,
+		WorkflowCodeMemoryMB:   int(script.DefaultLimits.Memory >> 20),
 		LogLevel:               "info",
 		LogFormat:              "text",
 		TemporalLogLevel:       "warn",
@@ -291,6 +300,12 @@ func (c Config) Validate() error {
 	if c.ComponentSandboxes < 1 || c.ComponentSandboxes > 1024 {
 		bad("RECONCILER_COMPONENT_SANDBOXES", "must be between 1 and 1024, got %d", c.ComponentSandboxes)
 	}
+	if c.WorkflowCodeTimeout < 10*time.Millisecond || c.WorkflowCodeTimeout > 900*time.Millisecond {
+		bad("RECONCILER_WORKFLOW_CODE_TIMEOUT", "must be between 10ms and 900ms (the Temporal SDK fails a workflow task that does not yield for 1s), got %s", c.WorkflowCodeTimeout)
+	}
+	if c.WorkflowCodeMemoryMB < 2 || c.WorkflowCodeMemoryMB > 4096 {
+		bad("RECONCILER_WORKFLOW_CODE_MEMORY_MB", "must be between 2 and 4096, got %d", c.WorkflowCodeMemoryMB)
+	}
 	if _, err := parseLevel(c.LogLevel); err != nil {
 		bad("RECONCILER_LOG_LEVEL", "%s", err)
 	}
@@ -331,6 +346,10 @@ func (c Config) componentLimits() component.Limits {
 
 func (c Config) componentPool(log *slog.Logger) component.PoolConfig {
 	return component.PoolConfig{Size: c.ComponentSandboxes, Limits: c.componentLimits(), Log: log}
+}
+
+func (c Config) scriptLimits() script.Limits {
+	return script.Limits{Memory: int64(c.WorkflowCodeMemoryMB) << 20, Yield: c.WorkflowCodeTimeout}
 }
 
 // NewLogger builds the process logger from LogLevel and LogFormat.

@@ -69,10 +69,12 @@
 // keeps that version through reloads, restarts and redeploys; a run the interpreter
 // continued as new keeps it too (its second argument names it, read only when Temporal
 // says the run was continued; a CompiledLoader loads a version no longer served, in a
-// local activity). The same SideEffect records whether the namespace has the search
-// attributes ReconcilerProjectId and ReconcilerCompiledVersion (search.go learns it in
-// the background); if so the run upserts them next, so a namespace without them never
-// fails a workflow task. Changing the
+// local activity). A version whose language is typescript or javascript is compiled
+// by package script (esbuild, cached by compiled id) and each of its runs gets a
+// QuickJS VM (scripted.go). The same SideEffect records whether the namespace has the
+// search attributes ReconcilerProjectId and ReconcilerCompiledVersion (search.go
+// learns it in the background); if so the run upserts them next, so a namespace
+// without them never fails a workflow task. Changing the
 // interpreter's behaviour for existing histories needs workflow.GetVersion and new
 // replay histories (TestRecordHistories).
 //

@@ -160,7 +160,7 @@ func (r *Reconciler) act(ctx context.Context, id uuid.UUID, s step, o observatio
 				return err
 			}
 		}
-		set, err := servedFrom(p)
+		set, err := servedFrom(p, r.shared.scripts)
 		if err != nil {
 			return err
 		}

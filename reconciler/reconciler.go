@@ -21,6 +21,7 @@ import (
 	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/egress"
 	"github.com/flowbuilder/reconciler/reconciler/lease"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // Reconciler runs one Temporal worker per project whose desired_status is running.
@@ -99,6 +100,8 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		temporal: tc,
 		cfg:      cfg,
 		defs:     newDefinitionCache(1024),
+		scripts:  script.NewCache(256 << 20),
+		warm:     script.NewWarm(cfg.scriptLimits(), 4),
 		http: egress.New(egress.Options{
 			AllowPrivate:     cfg.HTTPAllowPrivate,
 			MaxResponseBytes: cfg.HTTPMaxResponseBytes,
@@ -132,7 +135,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	if err != nil {
 		return nil, err
 	}
-	r.checker = newChecker(r.db, replica, cfg.PollInterval, log, r.metrics.compileCheck)
+	r.checker = newChecker(r.db, replica, cfg.PollInterval, log, r.metrics.compileCheck, r.shared.scripts)
 	r.listener = &listener{
 		cfg: cfg, connConfig: listenConn, db: r.db, log: log, instance: r.instance, replica: replica,
 		reconnects:  r.metrics.listenerReconnect,
@@ -192,7 +195,7 @@ func (r *Reconciler) Start(ctx context.Context) error {
 		// The order matters: orphaned rows are closed and the replica has joined (and
 		// learnt the others) before the first reconcile; the listener asks for the
 		// first resync once LISTEN is in place.
-		for _, part := range []interface{ Start(context.Context) error }{r.search, r.janitor, r.leases, r.rows} {
+		for _, part := range []interface{ Start(context.Context) error }{r.search, r.janitor, r.leases, r.rows, r.shared.warm} {
 			_ = part.Start(ctx)
 		}
 		for range r.cfg.Concurrency {
@@ -241,7 +244,7 @@ func (r *Reconciler) Stop() {
 		drained := time.Since(drainBegan)
 		// The loops went on during the drain: leases renewed, heartbeats (and /healthz)
 		// current. Their work is done now.
-		for _, part := range []interface{ Stop() }{r.backlog, r.listener, r.resyncer, r.beats, r.recovery, r.checker, r.janitor, r.leases, r.search} {
+		for _, part := range []interface{ Stop() }{r.backlog, r.listener, r.resyncer, r.beats, r.recovery, r.checker, r.janitor, r.leases, r.search, r.shared.warm} {
 			part.Stop()
 		}
 		r.shared.components.Stop() // after the workers: their last calls had their sandboxes

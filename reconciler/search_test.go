@@ -31,8 +31,8 @@ func waitSearchKnown(t *testing.T, svc *service, want float64) {
 	})
 }
 
-// start runs a workflow to its end and returns its run.
-func start(t *testing.T, tc client.Client, queue, workflowType string, input any) client.WorkflowRun {
+// finish runs a workflow to its end and returns its run.
+func finish(t *testing.T, tc client.Client, queue, workflowType string, input any) client.WorkflowRun {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -74,11 +74,11 @@ func TestRunsAreFoundByProjectAndVersion(t *testing.T) {
 	wf := workflow(t, db.Pool, id, "greet", greetV1)
 	setDesired(t, db.Pool, id, "running")
 	waitWorker(t, db.Pool, id, 30*time.Second, hasStatus("running"))
-	v1 := start(t, tc, queue, "greet", map[string]any{"name": "one"})
+	v1 := finish(t, tc, queue, "greet", map[string]any{"name": "one"})
 	compile(t, db.Pool, wf, greetV2)
 	g := generation(t, db.Pool, id)
 	waitWorker(t, db.Pool, id, 30*time.Second, func(r workerRow) bool { return r.Generation == g })
-	v2 := start(t, tc, queue, "greet", map[string]any{"name": "two"})
+	v2 := finish(t, tc, queue, "greet", map[string]any{"name": "two"})
 
 	address := testenv.TemporalAddress(t)
 	byProject := fmt.Sprintf("%s = '%s'", reconciler.SearchAttributeProject, id)

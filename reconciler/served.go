@@ -12,6 +12,7 @@ import (
 	"github.com/flowbuilder/reconciler/db"
 	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/flow"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // What a worker serves: the project's active workflows at their highest valid
@@ -40,6 +41,8 @@ type servedWorkflow struct {
 	version    int32
 	code       string
 	def        *flow.Definition
+	language   string          // compiled_workflows.language
+	program    *script.Program // for typescript and javascript (def is nil)
 }
 
 // metadata is what workflow_workers.metadata says about this worker's served set.
@@ -63,8 +66,8 @@ func (s *servedSet) metadata() map[string]any {
 
 // servedFrom validates what LoadProject read for a project (its definitions must
 // have been read).
-func servedFrom(p db.LoadProjectsRow) (*servedSet, error) {
-	set, err := buildServed(p.Generation, p.Workflows, p.Components)
+func servedFrom(p db.LoadProjectsRow, scripts *script.Cache) (*servedSet, error) {
+	set, err := buildServed(p.Generation, p.Workflows, p.Components, scripts)
 	if err != nil {
 		return nil, fmt.Errorf("load definitions of project %s: %w", p.ID, err)
 	}
@@ -76,6 +79,7 @@ type bundleWorkflow struct {
 	Name       string     `json:"name"`
 	CompiledID *uuid.UUID `json:"compiled_id"`
 	Version    int32      `json:"version"`
+	Language   string     `json:"language"`
 	Code       *string    `json:"code"`
 	// Fallback is the newest older version known to be valid (compiled_workflow_checks).
 	Fallback *bundleVersion `json:"fallback"`
@@ -84,7 +88,25 @@ type bundleWorkflow struct {
 type bundleVersion struct {
 	CompiledID uuid.UUID `json:"compiled_id"`
 	Version    int32     `json:"version"`
+	Language   string    `json:"language"`
 	Code       string    `json:"code"`
+}
+
+// serveVersion validates one compiled version of a workflow: a JSON definition against
+// the catalog, a TypeScript / JavaScript module by compiling it (cached by compiled id).
+func serveVersion(name string, v bundleVersion, cat flow.Catalog, scripts *script.Cache) (*servedWorkflow, error) {
+	if script.Is(v.Language) {
+		prog, problems := scripts.Get(v.CompiledID.String(), v.Code, v.Language)
+		if problems != nil {
+			return nil, problems
+		}
+		return &servedWorkflow{name: name, compiledID: v.CompiledID, version: v.Version, code: v.Code, language: v.Language, program: prog}, nil
+	}
+	def, err := flow.Parse([]byte(v.Code), cat)
+	if err != nil {
+		return nil, err
+	}
+	return &servedWorkflow{name: name, compiledID: v.CompiledID, version: v.Version, code: v.Code, def: def}, nil
 }
 
 type bundleComponent struct {
@@ -95,7 +117,7 @@ type bundleComponent struct {
 
 // buildServed validates every active workflow of a bundle. A workflow that fails is
 // left out with its reason; so is one whose child workflows are not served.
-func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*servedSet, error) {
+func buildServed(generation int64, workflowsJSON, componentsJSON []byte, scripts *script.Cache) (*servedSet, error) {
 	var wfs []bundleWorkflow
 	if err := json.Unmarshal(workflowsJSON, &wfs); err != nil {
 		return nil, fmt.Errorf("decode workflows: %w", err)
@@ -114,7 +136,14 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 		// A component that does not compile stays callable: its calls fail with the
 		// syntax error, where the workflow's author sees it.
 		activities[c.Name] = true
-		prog, err := component.Compile(c.Name, c.Code)
+		code, err := c.Code, error(nil)
+		if c.Language == script.TypeScript {
+			code, err = transpileComponent(c.Code) // scripted.go
+		}
+		var prog *component.Program
+		if err == nil {
+			prog, err = component.Compile(c.Name, code)
+		}
 		if err != nil {
 			set.componentErrors[c.Name] = err.Error()
 		}
@@ -130,18 +159,18 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 			set.errors[wf.Name] = "the workflow is active but has no compiled version"
 			continue
 		}
-		def, err := flow.Parse([]byte(*wf.Code), cat)
+		sw, err := serveVersion(wf.Name, bundleVersion{CompiledID: *wf.CompiledID, Version: wf.Version, Language: wf.Language, Code: *wf.Code}, cat, scripts)
 		if err == nil {
-			set.workflows[wf.Name] = &servedWorkflow{name: wf.Name, compiledID: *wf.CompiledID, version: wf.Version, code: *wf.Code, def: def}
+			set.workflows[wf.Name] = sw
 			continue
 		}
 		// A bad compile never takes a live workflow offline: its last valid version
 		// keeps serving.
 		set.errors[wf.Name] = fmt.Sprintf("version %d: %s", wf.Version, err)
 		if f := wf.Fallback; f != nil {
-			if def, ferr := flow.Parse([]byte(f.Code), cat); ferr == nil {
+			if sw, ferr := serveVersion(wf.Name, *f, cat, scripts); ferr == nil {
 				set.errors[wf.Name] += fmt.Sprintf(" (serving version %d)", f.Version)
-				set.workflows[wf.Name] = &servedWorkflow{name: wf.Name, compiledID: f.CompiledID, version: f.Version, code: f.Code, def: def}
+				set.workflows[wf.Name] = sw
 			}
 		}
 	}
@@ -150,6 +179,9 @@ func buildServed(generation int64, workflowsJSON, componentsJSON []byte) (*serve
 	for changed := true; changed; {
 		changed = false
 		for _, name := range slices.Sorted(maps.Keys(set.workflows)) {
+			if set.workflows[name].def == nil {
+				continue // a module names its children at run time
+			}
 			for _, child := range set.workflows[name].def.Children {
 				if _, ok := set.workflows[child]; !ok {
 					set.errors[name] = fmt.Sprintf("version %d: child workflow %q is not served", set.workflows[name].version, child)

@@ -21,6 +21,7 @@ import (
 	"github.com/flowbuilder/reconciler/reconciler/component"
 	"github.com/flowbuilder/reconciler/reconciler/egress"
 	"github.com/flowbuilder/reconciler/reconciler/flow"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // projectWorker is one Temporal worker serving one project. What it serves lives in an
@@ -80,6 +81,8 @@ type shared struct {
 	temporal   client.Client
 	cfg        Config
 	defs       *definitionCache
+	scripts    *script.Cache // compiled TypeScript / JavaScript modules by compiled id
+	warm       *script.Warm  // their runs' VMs, made ahead of need
 	http       *egress.Client
 	components *component.Pool                // where component calls run
 	search     *searchIndex                   // which search attributes runs set (nil: none)
@@ -100,7 +103,8 @@ type pinned struct {
 	GaveUp    bool   `json:"gave_up,omitempty"`
 	// Search is what the run upserts as search attributes, decided when it starts
 	// (the namespace has them); absent from runs started before the service set any.
-	Search *pinnedSearch `json:"search,omitempty"`
+	Search   *pinnedSearch `json:"search,omitempty"`
+	Language string        `json:"language,omitempty"` // "" is json
 }
 
 // failureNotServed is the failure type of a run whose workflow was not served within
@@ -177,12 +181,14 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 		search := pw.shared.search.pin(pw.project.String())
 		if carried != nil && carried.Pin != "" {
 			if sw != nil && sw.compiledID.String() == carried.Pin {
-				return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions, Search: search}
+				return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions,
+					Search: search, Language: sw.language}
 			}
 			return pinned{CompiledID: carried.Pin, MaxSteps: pw.shared.cfg.MaxNodeExecutions, Search: search} // loaded below
 		}
 		if sw != nil {
-			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions, Search: search}
+			return pinned{CompiledID: sw.compiledID.String(), Version: sw.version, Code: sw.code, MaxSteps: pw.shared.cfg.MaxNodeExecutions,
+				Search: search, Language: sw.language}
 		}
 		return pinned{NotServed: pw.notServed(name), GaveUp: waited >= pw.shared.cfg.UnservedGrace}
 	}).Get(&pin)
@@ -207,6 +213,12 @@ func (pw *projectWorker) runWorkflow(ctx workflow.Context, args converter.Encode
 	}
 	if err := upsertSearch(ctx, pin); err != nil {
 		return nil, fmt.Errorf("set search attributes of %s: %w", name, err)
+	}
+	if script.Is(pin.Language) {
+		return pw.runScript(ctx, name, pin, args) // scripted.go
+	}
+	if script.Is(pin.Language) {
+		return pw.runScript(ctx, name, pin, args) // scripted.go
 	}
 	def, err := pw.definition(pin)
 	if err != nil {

@@ -9,10 +9,12 @@ import (
 	"strings"
 
 	"github.com/flowbuilder/reconciler/reconciler/flow"
+	"github.com/flowbuilder/reconciler/reconciler/script"
 )
 
 // validate is `reconciler validate FILE...`: it checks compiled workflow definitions
-// offline with the parser the workers run (any activity and child workflow name is
+// (and .ts / .js workflow modules, compiled as a worker compiles them) offline with the
+// parser the workers run (any activity and child workflow name is
 // accepted: the catalog is the project's). It prints every problem with its node id
 // and returns an error when there is one.
 func validate(files []string, out io.Writer) error {
@@ -34,6 +36,9 @@ func validate(files []string, out io.Writer) error {
 		bad++
 		for _, p := range problems {
 			where := "definition"
+			if script.Is(languageOf(file)) {
+				where = "module"
+			}
 			if p.Node != "" {
 				where = fmt.Sprintf("node %q", p.Node)
 			}
@@ -50,7 +55,24 @@ func validate(files []string, out io.Writer) error {
 }
 
 // validators check a file by its extension; anything else is a JSON definition.
-var validators = map[string]func(code []byte) ([]flow.Problem, error){}
+var validators = map[string]func(code []byte) ([]flow.Problem, error){
+	".ts":  moduleValidator(script.TypeScript),
+	".mts": moduleValidator(script.TypeScript),
+	".js":  moduleValidator(script.JavaScript),
+	".mjs": moduleValidator(script.JavaScript),
+}
+
+// moduleValidator checks a TypeScript or JavaScript workflow module as a worker
+// compiles it; a problem's message starts with its line and column.
+func moduleValidator(language string) func(code []byte) ([]flow.Problem, error) {
+	return func(code []byte) ([]flow.Problem, error) {
+		var out []flow.Problem
+		for _, p := range script.Check(string(code), language) {
+			out = append(out, flow.Problem{Message: p.String()})
+		}
+		return out, nil
+	}
+}
 
 func validateFile(file string) ([]flow.Problem, error) {
 	code, err := os.ReadFile(file)
@@ -66,4 +88,15 @@ func validateFile(file string) ([]flow.Problem, error) {
 		return ve.Problems, nil
 	}
 	return nil, err
+}
+
+// languageOf is the language a file is checked as, by its extension.
+func languageOf(file string) string {
+	switch strings.ToLower(filepath.Ext(file)) {
+	case ".ts", ".mts":
+		return script.TypeScript
+	case ".js", ".mjs":
+		return script.JavaScript
+	}
+	return "json"
 }

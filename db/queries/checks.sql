@@ -4,6 +4,7 @@
 SELECT c.id,
        c.version,
        c.workflow_code,
+       c.language,
        c.created_at,
        w.name                                    AS workflow_name,
        w.project_id,

@@ -28,8 +28,9 @@ SELECT p.id,
                       'name', w.name,
                       'compiled_id', c.id,
                       'version', c.version,
+                      'language', c.language,
                       'code', c.workflow_code,
-                      'fallback', (SELECT jsonb_build_object('compiled_id', f.id, 'version', f.version, 'code', f.workflow_code)
+                      'fallback', (SELECT jsonb_build_object('compiled_id', f.id, 'version', f.version, 'language', f.language, 'code', f.workflow_code)
                                    FROM compiled_workflows f
                                    JOIN compiled_workflow_checks k ON k.compiled_workflow_id = f.id AND k.valid
                                    WHERE f.workflow_id = w.id AND f.version < c.version
@@ -37,7 +38,7 @@ SELECT p.id,
                                    LIMIT 1)) ORDER BY w.name)
            FROM workflows w
            LEFT JOIN LATERAL (
-               SELECT cw.id, cw.version, cw.workflow_code
+               SELECT cw.id, cw.version, cw.language, cw.workflow_code
                FROM compiled_workflows cw
                WHERE cw.workflow_id = w.id
                ORDER BY cw.version DESC
