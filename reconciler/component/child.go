@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/flowbuilder/reconciler/internal/isolate"
 )
 
 // The sandbox child: the service's binary (or a test binary, or the bench) started by a
@@ -71,7 +73,11 @@ type consoleLine struct {
 // RunChildIfRequested makes this process a sandbox child when a Pool started it, and
 // then never returns. Call it first thing in main, and in TestMain of every package
 // whose tests start a Pool (the test binary is what the pool re-executes).
+//
+// It also serves as the hook of internal/isolate's children (the parsers of tenant
+// code), which the same binary re-executes.
 func RunChildIfRequested() {
+	isolate.RunChildIfRequested()
 	switch os.Getenv(envChild) {
 	case "":
 		return

@@ -21,6 +21,7 @@ package component
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -34,6 +35,8 @@ import (
 	"github.com/dlclark/regexp2/v2"
 	"github.com/dop251/goja"
 	"github.com/dop251/goja/parser"
+
+	"github.com/flowbuilder/reconciler/internal/isolate"
 )
 
 func init() {
@@ -113,11 +116,55 @@ type Program struct {
 // and `10n ** 40000000n` takes 20 s; tenant code is compiled where it runs, in a
 // sandbox child. (The few errors only the compiler finds, such as a redeclared `let`,
 // fail the calls with ComponentInvalid instead.)
+//
+// The parser runs in an isolate child (internal/isolate): it is recursive, and code
+// nested deeply enough ends its process with a stack overflow that no recover catches.
+// Results are kept by name and code, so that workers restarting with the same
+// components do not parse them again.
 func Compile(name, code string) (*Program, error) {
-	if _, err := parser.ParseFile(nil, name+".js", code, 0); err != nil {
-		return nil, fmt.Errorf("component %s does not compile: %s", name, oneLine(err.Error()))
+	key := sha256.Sum256([]byte(name + "\x00" + code))
+	parsed.mu.Lock()
+	err, ok := parsed.results[key]
+	parsed.mu.Unlock()
+	if !ok {
+		_, err = isolate.Call(context.Background(), jobParse, []byte(name+"\x00"+code))
+		switch {
+		case errors.Is(err, isolate.ErrTooDeep):
+			err = fmt.Errorf("component %s does not compile: it nests too deeply (the parser ran out of stack)", name)
+		case errors.Is(err, isolate.ErrCrashed):
+			return nil, fmt.Errorf("component %s could not be parsed: %w", name, err) // not kept: may pass next time
+		case err != nil:
+			err = fmt.Errorf("component %s does not compile: %s", name, oneLine(err.Error()))
+		}
+		parsed.mu.Lock()
+		if len(parsed.results) >= maxParsed {
+			clear(parsed.results)
+		}
+		parsed.results[key] = err
+		parsed.mu.Unlock()
+	}
+	if err != nil {
+		return nil, err
 	}
 	return &Program{name: name, code: code}, nil
+}
+
+// parsed keeps Compile's results.
+var parsed = struct {
+	mu      sync.Mutex
+	results map[[sha256.Size]byte]error
+}{results: map[[sha256.Size]byte]error{}}
+
+const maxParsed = 4096
+
+const jobParse = "component.parse"
+
+func init() {
+	isolate.Register(jobParse, func(in []byte) ([]byte, error) {
+		name, code, _ := strings.Cut(string(in), "\x00")
+		_, err := parser.ParseFile(nil, name+".js", code, 0)
+		return nil, err
+	})
 }
 
 // compile compiles the code once. Only a sandbox child (or a test) should: see Compile.

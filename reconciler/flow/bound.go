@@ -68,15 +68,19 @@ import (
 	"reflect"
 	"regexp"
 	"regexp/syntax"
+	"strconv"
 	"strings"
 	"sync"
+	"unicode/utf8"
 
 	"github.com/expr-lang/expr"
 	"github.com/expr-lang/expr/ast"
 	"github.com/expr-lang/expr/checker"
 	"github.com/expr-lang/expr/compiler"
 	"github.com/expr-lang/expr/conf"
+	"github.com/expr-lang/expr/file"
 	exprparser "github.com/expr-lang/expr/parser"
+	"github.com/expr-lang/expr/parser/lexer"
 	"github.com/expr-lang/expr/vm"
 )
 
@@ -182,17 +186,80 @@ func exprConfig(r *refs) *conf.Config {
 	return c
 }
 
+// quoted is an expression as an error message shows it: quoted, and cut after 200
+// bytes (an expression may be most of a 1 MiB definition).
+func quoted(source string) string {
+	const show = 200
+	if len(source) <= show {
+		return strconv.Quote(source)
+	}
+	cut := show
+	for cut > 0 && !utf8.RuneStart(source[cut]) {
+		cut--
+	}
+	return strconv.Quote(source[:cut]) + fmt.Sprintf("... (%d bytes)", len(source))
+}
+
+// maxNesting bounds how deep an expression's tree may be before it is parsed.
+const maxNesting = 1000
+
+// checkNesting refuses an expression whose tree could be deeper than maxNesting,
+// before expr's parser, checker and compiler recurse over it: code nested deeply
+// enough ends the process with a Go stack overflow, which no recover catches. It
+// counts with expr's own lexer (which loops, and knows strings and comments): every
+// open bracket, and in each bracket every operator and every closed bracket since the
+// last comma (a chain, `a.b.c`, `1 + 1 + 1` or `a[0][0]`, makes a tree as deep as it is
+// long; the items of a list or a map do not nest).
+func checkNesting(source string) error {
+	lex := lexer.New()
+	lex.Reset(file.NewSource(source))
+	segments := []int{0} // per open bracket (the whole expression first): its chain since the last comma
+	depth := 0           // open brackets and the sum of segments
+	for {
+		t, err := lex.Next()
+		if err != nil {
+			return nil // the end, or what the parser reports from the same lexer
+		}
+		last := len(segments) - 1
+		switch {
+		case t.Kind == lexer.Bracket && strings.ContainsAny(t.Value, "([{"):
+			segments = append(segments, 0)
+			depth++
+		case t.Kind == lexer.Bracket:
+			if last == 0 {
+				continue // unbalanced: the parser says so
+			}
+			depth -= 1 + segments[last]
+			segments = segments[:last]
+			segments[last-1]++ // the group is a link of its bracket's chain
+			depth++
+		case t.Kind == lexer.Operator && t.Value == ",":
+			depth -= segments[last]
+			segments[last] = 0
+		case t.Kind == lexer.Operator && t.Value != ":":
+			segments[last]++
+			depth++
+		}
+		if depth > maxNesting {
+			return fmt.Errorf("it nests too deeply: more than %d brackets, operators and chained groups deep", maxNesting)
+		}
+	}
+}
+
 func compileExpr(source string, r *refs) (e *Expr, err error) {
 	bad := func(err error) (*Expr, error) {
-		return nil, fmt.Errorf("bad expression %q: %s", source, oneLine(err.Error()))
+		return nil, fmt.Errorf("bad expression %s: %s", quoted(source), oneLine(err.Error()))
 	}
 	defer func() {
 		// expr's checker and compiler, and the rewriting, assume well-typed trees; a
 		// panic on a tree they did not foresee refuses the expression, not the process.
 		if p := recover(); p != nil {
-			e, err = nil, fmt.Errorf("bad expression %q: %v", source, p)
+			e, err = nil, fmt.Errorf("bad expression %s: %v", quoted(source), p)
 		}
 	}()
+	if err := checkNesting(source); err != nil {
+		return bad(err)
+	}
 	config := exprConfig(r)
 	tree, err := exprparser.ParseWithConfig(source, config)
 	if err != nil {
@@ -218,11 +285,11 @@ func compileExpr(source string, r *refs) (e *Expr, err error) {
 		return bad(rw.err)
 	}
 	if _, err := checker.Check(tree, config); err != nil {
-		return nil, fmt.Errorf("expression %q: internal error bounding it: %s", source, oneLine(err.Error()))
+		return nil, fmt.Errorf("expression %s: internal error bounding it: %s", quoted(source), oneLine(err.Error()))
 	}
 	program, err := compiler.Compile(tree, config)
 	if err != nil {
-		return nil, fmt.Errorf("expression %q: internal error compiling it: %s", source, oneLine(err.Error()))
+		return nil, fmt.Errorf("expression %s: internal error compiling it: %s", quoted(source), oneLine(err.Error()))
 	}
 	return &Expr{source: source, program: program, cost: rw.nodes(tree.Node), bytes: literalBytes(tree.Node)}, nil
 }
@@ -261,7 +328,7 @@ type evalError struct {
 }
 
 func (e *evalError) Error() string {
-	return fmt.Sprintf("evaluate %q: %s", e.source, oneLine(e.err.Error()))
+	return fmt.Sprintf("evaluate %s: %s", quoted(e.source), oneLine(e.err.Error()))
 }
 
 func (e *evalError) Unwrap() error { return e.err }

@@ -560,3 +560,47 @@ func FuzzExpression(f *testing.F) {
 		}
 	})
 }
+
+// Expressions whose tree would be deep are refused before expr's recursive parser,
+// checker and compiler see them (at a depth of a few hundred thousand they end the
+// process); long flat ones are not.
+func TestDeepExpressionsAreRefusedBeforeParsing(t *testing.T) {
+	deep := map[string]string{
+		"parentheses":  strings.Repeat("(", 5000) + "1" + strings.Repeat(")", 5000),
+		"lists":        strings.Repeat("[", 5000) + strings.Repeat("]", 5000),
+		"unary":        strings.Repeat("- ", 5000) + "1",
+		"not":          strings.Repeat("not ", 5000) + "true",
+		"sum":          strings.Repeat("1 + ", 5000) + "1",
+		"members":      "input" + strings.Repeat(".a", 5000),
+		"indexes":      "input" + strings.Repeat("[0]", 5000),
+		"ternaries":    strings.Repeat("true ? 1 : ", 5000) + "2",
+		"powers":       strings.Repeat("2 ** ", 5000) + "2",
+		"lets":         strings.Repeat("let x = 1; ", 5000) + "x",
+		"predicates":   strings.Repeat("map([1], {", 2000) + "#" + strings.Repeat("})", 2000),
+		"nested calls": strings.Repeat("abs(", 5000) + "1" + strings.Repeat(")", 5000),
+	}
+	for name, src := range deep {
+		_, err := compileExpr(src, &refs{})
+		if err == nil || !strings.Contains(err.Error(), "nests too deeply") {
+			t.Errorf("%s: %v; want it refused as too deep", name, err)
+		}
+		if err != nil && len(err.Error()) > 400 {
+			t.Errorf("%s: the error quotes %d bytes of the expression", name, len(err.Error()))
+		}
+	}
+	items := make([]string, 5000)
+	for i := range items {
+		items[i] = fmt.Sprintf("{\"k%d\": [%d, abs(-%d)]}", i, i, i)
+	}
+	flat := map[string]string{
+		"a long list of maps": "[" + strings.Join(items, ", ") + "]",
+		"a long string":       `"` + strings.Repeat("((((", 10000) + `"`,
+		"a typical template":  `input.user.name + " has " + string(len(input.items ?? [])) + (input.vip ? " (vip)" : "")`,
+		"a 200-step chain":    strings.Repeat("1 + ", 200) + "1",
+	}
+	for name, src := range flat {
+		if _, err := compileExpr(src, &refs{}); err != nil && strings.Contains(err.Error(), "nests too deeply") {
+			t.Errorf("%s: refused as too deep: %v", name, err)
+		}
+	}
+}

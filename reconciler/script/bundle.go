@@ -1,11 +1,70 @@
 package script
 
 import (
+	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
 	"github.com/evanw/esbuild/pkg/api"
+
+	"github.com/flowbuilder/reconciler/internal/isolate"
 )
+
+// esbuild parses tenant code recursively: a module that nests deeply enough ends the
+// process with a stack overflow, which no recover catches. Tenant code is therefore
+// bundled and transpiled in an isolate child (see internal/isolate): such a module is a
+// compile problem, not a crash of the service.
+func init() {
+	isolate.Register(jobBundle, func(in []byte) ([]byte, error) {
+		var req bundleRequest
+		if err := json.Unmarshal(in, &req); err != nil {
+			return nil, err
+		}
+		var res bundleResult
+		res.JS, res.SourceMap, res.Problems = bundleHere(req.Source, req.Language)
+		return json.Marshal(res)
+	})
+	isolate.Register(jobTranspile, func(in []byte) ([]byte, error) {
+		var res bundleResult
+		res.JS, res.Problems = transpileHere(string(in))
+		return json.Marshal(res)
+	})
+}
+
+const (
+	jobBundle    = "script.bundle"
+	jobTranspile = "script.transpile"
+)
+
+type bundleRequest struct {
+	Source   string `json:"source"`
+	Language string `json:"language"`
+}
+
+type bundleResult struct {
+	JS        string   `json:"js"`
+	SourceMap []byte   `json:"source_map,omitempty"`
+	Problems  Problems `json:"problems,omitempty"`
+}
+
+// isolated runs job in an isolate child and decodes its result; a child that died
+// (the code nests too deeply for the parser) is the module's problem.
+func isolated(job string, in []byte) (bundleResult, Problems) {
+	out, err := isolate.Call(context.Background(), job, in)
+	if errors.Is(err, isolate.ErrTooDeep) {
+		return bundleResult{}, Problems{{Message: "the code nests too deeply to compile (brackets, operators or functions nested tens of thousands deep: the compiler ran out of stack)"}}
+	}
+	if err != nil {
+		return bundleResult{}, Problems{{Message: "the code could not be compiled: " + err.Error()}}
+	}
+	var res bundleResult
+	if err := json.Unmarshal(out, &res); err != nil {
+		return bundleResult{}, Problems{{Message: "the code could not be compiled: " + err.Error()}}
+	}
+	return res, res.Problems
+}
 
 // Languages of compiled_workflows.language that this package runs.
 const (
@@ -75,6 +134,16 @@ var shim = func() string {
 // the module's exports to moduleGlobal. Async functions are lowered to generators so
 // that the runtime can carry the cancellation scope across awaits.
 func bundle(source, language string) (js string, sourceMap []byte, _ Problems) {
+	in, _ := json.Marshal(bundleRequest{Source: source, Language: language})
+	res, problems := isolated(jobBundle, in)
+	if problems != nil {
+		return "", nil, problems
+	}
+	return res.JS, res.SourceMap, nil
+}
+
+// bundleHere is bundle in this process (the isolate child).
+func bundleHere(source, language string) (js string, sourceMap []byte, _ Problems) {
 	loader := api.LoaderTS
 	file := "workflow.ts"
 	if language == JavaScript {
@@ -153,6 +222,15 @@ func messages(ms []api.Message) Problems {
 // runner takes: types are erased, nothing is bundled or renamed, so the function the
 // component defines keeps its name.
 func TranspileComponent(source string) (string, Problems) {
+	res, problems := isolated(jobTranspile, []byte(source))
+	if problems != nil {
+		return "", problems
+	}
+	return res.JS, nil
+}
+
+// transpileHere is TranspileComponent in this process (the isolate child).
+func transpileHere(source string) (string, Problems) {
 	res := api.Transform(source, api.TransformOptions{
 		Loader:     api.LoaderTS,
 		Sourcefile: "component.ts",
