@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -38,6 +39,7 @@ type results struct {
 	versionsSeen  int
 	probes        int
 	probesOK      int
+	probeLatency  []time.Duration
 	executions    int
 	liveOrphans   int
 	leaseProblems int
@@ -239,11 +241,19 @@ func (s *soak) probe(ctx context.Context) {
 		probes = append(probes, w)
 	}
 	refused := &atomic.Int64{}
+	var wg sync.WaitGroup
+	t0 := time.Now()
 	for _, w := range probes {
-		s.startWorkflow(ctx, w, refused)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.startWorkflow(ctx, w, refused)
+		}()
 	}
+	wg.Wait()
+	s.say("probes started in %s", time.Since(t0).Round(time.Millisecond))
 	r.probes = len(probes)
-	deadline := time.Now().Add(90 * time.Second)
+	deadline := time.Now().Add(3 * time.Minute) // generous: the machine may be loaded by others
 	for _, w := range probes {
 		if !w.started.Load() {
 			s.violation("probe", "project %s: the probe run could not be started", w.p.id)
@@ -253,9 +263,6 @@ func (s *soak) probe(ctx context.Context) {
 		var out string
 		err := s.tc.GetWorkflow(cctx, w.id, w.runID.Load().(string)).Get(cctx, &out)
 		cancel()
-		if took := time.Since(w.at); took > 10*time.Second {
-			s.say("probe on project %s (%s) took %s", w.p.id, w.p.queue, took.Round(time.Millisecond))
-		}
 		want := fmt.Sprintf("%d-%d", w.atVer, w.atVer)
 		switch {
 		case err != nil:
@@ -264,6 +271,18 @@ func (s *soak) probe(ctx context.Context) {
 			s.violation("probe", "project %s: probe run %s returned %q, want %q (the newest version)", w.p.id, w.id, out, want)
 		default:
 			r.probesOK++
+		}
+		// How long it took, by Temporal's clock.
+		cctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		d, err := s.tc.DescribeWorkflowExecution(cctx, w.id, w.runID.Load().(string))
+		cancel()
+		if err == nil && d.GetWorkflowExecutionInfo().GetCloseTime() != nil {
+			info := d.GetWorkflowExecutionInfo()
+			took := info.GetCloseTime().AsTime().Sub(info.GetStartTime().AsTime())
+			r.probeLatency = append(r.probeLatency, took)
+			if took > 10*time.Second {
+				s.say("probe on project %s (%s) took %s: %s", w.p.id, w.p.queue, took.Round(time.Millisecond), s.historyOf(ctx, w))
+			}
 		}
 	}
 	s.say("probes: %d of %d projects ran the newest version", r.probesOK, r.probes)
@@ -503,4 +522,40 @@ func (s *soak) liveRows(ctx context.Context) ([][5]string, error) {
 
 func statusName(st enumspb.WorkflowExecutionStatus) string {
 	return st.String() // Running, Completed, Failed, ...
+}
+
+// historyOf summarizes a run's history: each event's type, time (from the first) and
+// the identity that took or completed a task.
+func (s *soak) historyOf(ctx context.Context, w *wfRun) string {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	it := s.tc.GetWorkflowHistory(cctx, w.id, w.runID.Load().(string), false, enumspb.HISTORY_EVENT_FILTER_TYPE_ALL_EVENT)
+	var parts []string
+	var first time.Time
+	for it.HasNext() {
+		e, err := it.Next()
+		if err != nil {
+			parts = append(parts, err.Error())
+			break
+		}
+		at := e.GetEventTime().AsTime()
+		if first.IsZero() {
+			first = at
+		}
+		part := fmt.Sprintf("+%s %s", at.Sub(first).Round(time.Millisecond), strings.TrimPrefix(e.GetEventType().String(), "EVENT_TYPE_"))
+		if a := e.GetWorkflowTaskStartedEventAttributes(); a != nil {
+			part += " by " + a.GetIdentity()
+		}
+		if a := e.GetActivityTaskStartedEventAttributes(); a != nil {
+			part += " by " + a.GetIdentity()
+		}
+		if a := e.GetWorkflowTaskTimedOutEventAttributes(); a != nil {
+			part += " " + a.GetTimeoutType().String()
+		}
+		if a := e.GetWorkflowTaskScheduledEventAttributes(); a != nil && a.GetTaskQueue().GetKind() == 2 {
+			part += " (sticky)"
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, ", ")
 }

@@ -25,6 +25,12 @@ const (
 
 var faultKinds = []string{faultKill, faultTerm, faultPGRestart, faultTerminate, faultPartition, faultTemporal, faultPause}
 
+// faultNames are the kinds' names for -faults.
+var faultNames = map[string]string{
+	"kill": faultKill, "term": faultTerm, "pgrestart": faultPGRestart, "terminate": faultTerminate,
+	"partition": faultPartition, "temporal": faultTemporal, "pause": faultPause,
+}
+
 // fault is one drawn fault.
 type fault struct {
 	n       int
@@ -60,7 +66,7 @@ func newNemesis(s *soak) *nemesis { return &nemesis{s: s, rng: s.rngFor(1)} }
 // drawn before, nothing else.
 func (n *nemesis) draw() *fault {
 	if len(n.bag) == 0 {
-		n.bag = append([]string(nil), faultKinds...)
+		n.bag = append([]string(nil), n.s.kinds...)
 		n.rng.Shuffle(len(n.bag), func(i, j int) { n.bag[i], n.bag[j] = n.bag[j], n.bag[i] })
 	}
 	f := &fault{n: len(n.log) + 1, kind: n.bag[0], replica: n.rng.IntN(len(n.s.replicas))}
@@ -83,7 +89,7 @@ func (n *nemesis) draw() *fault {
 	case faultTemporal:
 		f.length = between(500*time.Millisecond, 5*time.Second) // Temporal down
 	case faultPause:
-		f.length = between(500*time.Millisecond, 10*time.Second) // stopped
+		f.length = between(500*time.Millisecond, max(n.s.o.pauseMax, 500*time.Millisecond)) // frozen
 	}
 	f.length = f.length.Round(100 * time.Millisecond)
 	return f

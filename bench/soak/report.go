@@ -65,8 +65,8 @@ func (s *soak) report() {
 		return "holds"
 	}
 
-	w("Seed %d (replay: `go run ./bench/soak -seed %d -duration %s -projects %d`); faults for %s, %d projects, %d replicas, %.1f runs started per second.\n\n",
-		s.o.seed, s.o.seed, s.o.duration, s.o.projects, s.o.duration, s.o.projects, s.o.replicas, s.o.rate)
+	w("Seed %d (replay: `go run ./bench/soak -seed %d -duration %s -projects %d -rate %g -gap-min %s -gap-max %s -faults %s -pause-max %s`); faults for %s, %d projects, %d replicas, %.1f runs started per second.\n\n",
+		s.o.seed, s.o.seed, s.o.duration, s.o.projects, s.o.rate, s.o.gapMin, s.o.gapMax, s.o.faults, s.o.pauseMax, s.o.duration, s.o.projects, s.o.replicas, s.o.rate)
 
 	w("| fault | injected | duration drawn (min-max) | healed in (max) |\n|---|---|---|---|\n")
 	total := 0
@@ -117,7 +117,8 @@ func (s *soak) report() {
 	w("| convergence after the last fault: max / p99 / median | %s / %s / %s (%d of %d projects) | <= %s | %s |\n",
 		maxDuration(r.convergence).Round(time.Millisecond), quantile(r.convergence, 0.99).Round(time.Millisecond),
 		quantile(r.convergence, 0.5).Round(time.Millisecond), len(r.convergence), len(s.projects), s.o.convergeMax, verdict("convergence"))
-	w("| probe run on every project returns the newest version | %d of %d | all | %s |\n", r.probesOK, r.probes, verdict("probe"))
+	w("| probe run on every project returns the newest version (run time max / median) | %d of %d (%s / %s) | all | %s |\n", r.probesOK, r.probes,
+		maxDuration(r.probeLatency).Round(time.Millisecond), quantile(r.probeLatency, 0.5).Round(time.Millisecond), verdict("probe"))
 	w("| live rows without a live replica process | %d | 0 | %s |\n", r.liveOrphans, verdict("no live row without a live replica"))
 	w("| running projects whose live row is not exactly one, on the lease owner, with its term | %d | 0 | %s |\n", r.leaseProblems, verdict("leases consistent"))
 	w("| replicas that exited by themselves; SIGTERM exits not 0 | %d; %d | 0 | %s |\n", len(s.violationsOf("replica crashed")), len(s.violationsOf("SIGTERM exits cleanly")), verdict2(s, "replica crashed", "SIGTERM exits cleanly"))

@@ -136,17 +136,40 @@ func (sm *sampler) sampleRows() {
 
 // overlap is two replicas' identities serving one project at once.
 type overlap struct {
-	project uuid.UUID
-	a, b    string
-	sa, sb  span
-	d       time.Duration
+	project    uuid.UUID
+	a, b       string
+	sa, sb     span
+	begin, end time.Time
+	d          time.Duration
+	during     string // the faults injected or healing while it lasted
 }
 
 func (o overlap) String() string {
 	f := func(sp span) string {
 		return sp.first.Local().Format("15:04:05.000") + ".." + sp.last.Local().Format("15:04:05.000")
 	}
-	return fmt.Sprintf("project %s polled by %s (%s) and %s (%s) at once for %s", o.project, o.a, f(o.sa), o.b, f(o.sb), o.d.Round(time.Millisecond))
+	return fmt.Sprintf("project %s polled by %s (%s) and %s (%s) at once for %s, during %s", o.project, o.a, f(o.sa), o.b, f(o.sb), o.d.Round(time.Millisecond), o.during)
+}
+
+// faultsDuring names the faults that were in effect (or healed less than 2 s before)
+// between begin and end.
+func (s *soak) faultsDuring(begin, end time.Time) string {
+	var names []string
+	if s.nem != nil {
+		for _, f := range s.nem.log {
+			healed := f.healed
+			if healed.IsZero() {
+				healed = time.Now()
+			}
+			if !f.injected.After(end) && !healed.Add(2*time.Second).Before(begin) {
+				names = append(names, fmt.Sprintf("fault %d (%s %s %s)", f.n, f.kind, f.target(s), f.length))
+			}
+		}
+	}
+	if len(names) == 0 {
+		return "no fault"
+	}
+	return strings.Join(names, ", ")
 }
 
 func replicaOf(identity string) string {
@@ -182,7 +205,8 @@ func (sm *sampler) overlaps() []overlap {
 					begin = sb.first
 				}
 				if d := end.Sub(begin); d > 0 {
-					out = append(out, overlap{project: id, a: a, b: b, sa: sa, sb: sb, d: d})
+					out = append(out, overlap{project: id, a: a, b: b, sa: sa, sb: sb, begin: begin, end: end, d: d,
+						during: sm.s.faultsDuring(begin, end)})
 				}
 			}
 		}
