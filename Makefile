@@ -67,7 +67,7 @@ clean: ## Remove bin/ (the cached CLIs too)
 	rm -rf $(BIN)
 
 .PHONY: soak
-soak: bin/temporal ## Chaos soak, short mode (about 3 minutes): 3 replicas, 80 projects, faults for 100 s; fails naming a broken invariant (SOAK_FLAGS="-seed N" replays)
+soak: bin/temporal ## Chaos soak, short mode (about 3 minutes): 3 replicas, 80 projects, faults for 90 s; fails naming a broken invariant (SOAK_FLAGS="-seed N" replays)
 	RECONCILER_TEMPORAL_CLI=$(BIN)/temporal $(GO) run ./bench/soak $(SOAK_FLAGS)
 
 .PHONY: soak-long

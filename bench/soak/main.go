@@ -51,7 +51,7 @@ type options struct {
 func main() {
 	var o options
 	flag.Uint64Var(&o.seed, "seed", 0, "seed of the fault schedule and the workload (0: a new one, printed)")
-	flag.DurationVar(&o.duration, "duration", 100*time.Second, "how long faults are injected")
+	flag.DurationVar(&o.duration, "duration", 90*time.Second, "how long faults are injected")
 	flag.IntVar(&o.projects, "projects", 80, "projects")
 	flag.IntVar(&o.replicas, "replicas", 3, "replicas of the service")
 	flag.Float64Var(&o.rate, "rate", 3, "workflow runs started per second")
@@ -231,6 +231,13 @@ func (s *soak) finish(err error) int {
 	if s.events != nil {
 		s.events.Close()
 	}
+	passed := 0
+	for _, inv := range invariants {
+		if len(s.violations[inv]) == 0 {
+			passed++
+		}
+	}
+	defer fmt.Printf("soak: %d passed, %d failed\n", passed, len(failed))
 	if len(failed) == 0 {
 		fmt.Printf("\nsoak: every invariant holds (seed %d)\n", s.o.seed)
 		if s.dir != "" && !s.o.keep {
@@ -262,6 +269,14 @@ func (s *soak) finish(err error) int {
 // schedule does not depend on how much the workload drew.
 func (s *soak) rngFor(purpose uint64) *rand.Rand {
 	return rand.New(rand.NewPCG(s.o.seed, purpose))
+}
+
+// invariants are what the soak checks (the names its violations are recorded under;
+// "nemesis" and "harness" are the harness's own failures).
+var invariants = []string{
+	"workflows", "pinned version", "double polling", "convergence", "probe",
+	"no live row without a live replica", "leases consistent", "replica crashed",
+	"SIGTERM exits cleanly", "no panic",
 }
 
 // harnessApp is the application_name of the harness's own connections (spared when
