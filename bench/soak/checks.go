@@ -247,16 +247,17 @@ func (s *soak) probe(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s.startWorkflow(ctx, w, refused)
+			s.startWorkflow(ctx, w, refused, 3*time.Minute)
 		}()
 	}
 	wg.Wait()
 	s.say("probes started in %s", time.Since(t0).Round(time.Millisecond))
 	r.probes = len(probes)
-	deadline := time.Now().Add(3 * time.Minute) // generous: the machine may be loaded by others
+	deadline := time.Now().Add(max(3*time.Minute, time.Duration(len(probes))*time.Second)) // generous: the machine may be loaded by others
 	for _, w := range probes {
 		if !w.started.Load() {
-			s.violation("probe", "project %s: the probe run could not be started", w.p.id)
+			// Starting a run does not involve the service: Temporal did not answer.
+			s.violation("harness", "project %s: Temporal did not take the probe's start within 3 minutes (%d attempts): %s", w.p.id, w.attempt, w.lastErr)
 			continue
 		}
 		cctx, cancel := context.WithDeadline(ctx, deadline)
@@ -311,7 +312,7 @@ func (s *soak) waitRuns(ctx context.Context) {
 	for _, w := range runs {
 		if w.kind == kindWait && w.started.Load() && !w.sigSent.Load() {
 			if err := s.signal(ctx, w, time.Minute); err != nil {
-				s.violation("workflows", "run %s: the signal could not be sent: %v", w.id, err)
+				s.violation("harness", "run %s: Temporal did not take its signal within a minute: %v", w.id, err)
 			}
 			w.sigSent.Store(true)
 		}
@@ -319,10 +320,10 @@ func (s *soak) waitRuns(ctx context.Context) {
 	deadline := time.Now().Add(s.o.settle)
 	pending := 0
 	for {
-		pending = 0
-		for _, w := range runs {
+		var open atomic.Int64
+		parallel(runs, func(w *wfRun) {
 			if !w.started.Load() || (w.status != "" && w.status != "Running") {
-				continue
+				return
 			}
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			d, err := s.tc.DescribeWorkflowExecution(cctx, w.id, w.runID.Load().(string))
@@ -331,30 +332,25 @@ func (s *soak) waitRuns(ctx context.Context) {
 				var nf *serviceerror.NotFound
 				if errors.As(err, &nf) {
 					w.status, w.err = "NotFound", err.Error()
-					continue
+					return
 				}
-				pending++
-				continue
+				open.Add(1)
+				return
 			}
 			w.status = statusName(d.GetWorkflowExecutionInfo().GetStatus())
 			if w.status == "Running" {
-				pending++
+				open.Add(1)
 			}
-		}
+		})
+		pending = int(open.Load())
 		if pending == 0 || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
 		s.say("%d workload runs still open", pending)
 		time.Sleep(2 * time.Second)
 	}
-	for _, w := range runs {
-		r.byKind[w.kind]++
-		if !w.started.Load() {
-			r.neverStarted++
-			continue
-		}
-		r.started++
-		if w.status == "Completed" {
+	parallel(runs, func(w *wfRun) {
+		if w.started.Load() && w.status == "Completed" {
 			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			var out string
 			err := s.tc.GetWorkflow(cctx, w.id, w.runID.Load().(string)).Get(cctx, &out)
@@ -364,6 +360,14 @@ func (s *soak) waitRuns(ctx context.Context) {
 			}
 			w.result = out
 		}
+	})
+	for _, w := range runs {
+		r.byKind[w.kind]++
+		if !w.started.Load() {
+			r.neverStarted++
+			continue
+		}
+		r.started++
 		s.classify(w)
 	}
 	s.checkExecutions(ctx, runs)
@@ -558,4 +562,24 @@ func (s *soak) historyOf(ctx context.Context, w *wfRun) string {
 		parts = append(parts, part)
 	}
 	return strings.Join(parts, ", ")
+}
+
+// parallel runs fn on every run, eight at a time.
+func parallel(runs []*wfRun, fn func(*wfRun)) {
+	ch := make(chan *wfRun)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for w := range ch {
+				fn(w)
+			}
+		}()
+	}
+	for _, w := range runs {
+		ch <- w
+	}
+	close(ch)
+	wg.Wait()
 }

@@ -65,7 +65,7 @@ func (sm *sampler) run() {
 		if i%5 == 0 {
 			sm.sampleRows()
 		}
-		for range 5 {
+		for range 3 {
 			p := sm.s.projects[next%len(sm.s.projects)]
 			next++
 			sm.samplePollers(p)

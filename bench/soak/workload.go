@@ -98,6 +98,7 @@ type wfRun struct {
 	runID   atomic.Value // string
 	sigSent atomic.Bool
 	attempt int // start requests sent
+	lastErr string
 
 	// the outcome (check)
 	status string
@@ -234,16 +235,16 @@ func (w *workload) startRun(ctx context.Context) {
 	w.wg.Add(1)
 	go func() {
 		defer w.wg.Done()
-		w.s.startWorkflow(context.WithoutCancel(ctx), r, &w.startsRefused)
+		w.s.startWorkflow(context.WithoutCancel(ctx), r, &w.startsRefused, time.Minute)
 	}()
 }
 
-// startWorkflow sends the start until Temporal answers it (a minute at most): an
+// startWorkflow sends the start until Temporal answers it (within timeout): an
 // ambiguous failure is retried with the same workflow id, and "already started" means
 // an earlier attempt got through.
-func (s *soak) startWorkflow(ctx context.Context, r *wfRun, refused *atomic.Int64) {
+func (s *soak) startWorkflow(ctx context.Context, r *wfRun, refused *atomic.Int64, timeout time.Duration) {
 	input := map[string]any{"wait": r.kind == kindWait, "sleep": r.sleep.String(), "id": r.id}
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(timeout)
 	for {
 		r.attempt++
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -264,6 +265,7 @@ func (s *soak) startWorkflow(ctx context.Context, r *wfRun, refused *atomic.Int6
 			return
 		}
 		refused.Add(1)
+		r.lastErr = err.Error()
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return // check() asks Temporal whether it exists after all
 		}
