@@ -72,7 +72,7 @@ soak: bin/temporal ## Chaos soak, short mode (about 3 minutes): 3 replicas, 80 p
 
 .PHONY: soak-long
 soak-long: bin/temporal ## Chaos soak, long mode (about 35 minutes): 300 projects, faults for 30 min; writes bench/soak-results.md
-	RECONCILER_TEMPORAL_CLI=$(BIN)/temporal $(GO) run ./bench/soak -duration 30m -projects 300 -rate 3 -gap-min 4s -gap-max 15s -settle 5m -converge-bound 90s -out bench/soak-results.md $(SOAK_FLAGS)
+	RECONCILER_TEMPORAL_CLI=$(BIN)/temporal $(GO) run ./bench/soak -duration 30m -projects 300 -rate 2 -gap-min 4s -gap-max 15s -settle 5m -converge-bound 90s -out bench/soak-results.md $(SOAK_FLAGS)
 
 .PHONY: bench
 bench: build bin/temporal ## Measure every performance target (about 2 minutes); writes bench/results.md

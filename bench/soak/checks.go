@@ -241,16 +241,10 @@ func (s *soak) probe(ctx context.Context) {
 		probes = append(probes, w)
 	}
 	refused := &atomic.Int64{}
-	var wg sync.WaitGroup
 	t0 := time.Now()
-	for _, w := range probes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.startWorkflow(ctx, w, refused, 3*time.Minute)
-		}()
-	}
-	wg.Wait()
+	// Eight at a time: a burst of hundreds of starts, each retried when it times out,
+	// can keep a dev server's single database writer saturated.
+	parallel(probes, func(w *wfRun) { s.startWorkflow(ctx, w, refused, 3*time.Minute) })
 	s.say("probes started in %s", time.Since(t0).Round(time.Millisecond))
 	r.probes = len(probes)
 	deadline := time.Now().Add(max(3*time.Minute, time.Duration(len(probes))*time.Second)) // generous: the machine may be loaded by others
@@ -296,19 +290,31 @@ func (s *soak) waitRuns(ctx context.Context) {
 	s.wl.stop() // every start answered (or given up)
 	runs := s.wl.all()
 	r.byStatus, r.byKind = map[string]int{}, map[string]int{}
-	// Runs whose start was never acknowledged: does Temporal have them after all?
-	for _, w := range runs {
+	// Runs whose start was never acknowledged: does Temporal have them after all? Only
+	// NotFound says no; any other answer is asked again.
+	parallel(runs, func(w *wfRun) {
 		if w.started.Load() {
-			continue
+			return
 		}
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		d, err := s.tc.DescribeWorkflowExecution(cctx, w.id, "")
-		cancel()
-		if err == nil {
-			w.runID.Store(d.GetWorkflowExecutionInfo().GetExecution().GetRunId())
-			w.started.Store(true)
+		for attempt := 0; ; attempt++ {
+			cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+			d, err := s.tc.DescribeWorkflowExecution(cctx, w.id, "")
+			cancel()
+			var nf *serviceerror.NotFound
+			switch {
+			case err == nil:
+				w.runID.Store(d.GetWorkflowExecutionInfo().GetExecution().GetRunId())
+				w.started.Store(true)
+				return
+			case errors.As(err, &nf):
+				return
+			case attempt == 5 || ctx.Err() != nil:
+				s.violation("harness", "run %s: cannot tell whether Temporal has it: %v", w.id, err)
+				return
+			}
+			time.Sleep(time.Second)
 		}
-	}
+	})
 	for _, w := range runs {
 		if w.kind == kindWait && w.started.Load() && !w.sigSent.Load() {
 			if err := s.signal(ctx, w, time.Minute); err != nil {

@@ -65,6 +65,9 @@ func buildBinary(ctx context.Context, dir string) (string, error) {
 func startTemporal(ctx context.Context, n int) (*devenv.Temporal, error) {
 	return devenv.StartTemporal(ctx, devenv.TemporalOptions{
 		Persistent: true,
+		// A write-ahead log and no sync at each commit: the state survives a restart
+		// of the server (not of the machine), and a busy soak does not wait on fsync.
+		SQLitePragmas: []string{"journal_mode=wal", "synchronous=off"},
 		DynamicConfig: []string{
 			fmt.Sprintf("frontend.namespaceCount=%d", 4*n+1000),
 			fmt.Sprintf("frontend.rps=%d", 20*n+2400),

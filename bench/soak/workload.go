@@ -247,7 +247,7 @@ func (s *soak) startWorkflow(ctx context.Context, r *wfRun, refused *atomic.Int6
 	deadline := time.Now().Add(timeout)
 	for {
 		r.attempt++
-		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 		run, err := s.tc.ExecuteWorkflow(cctx, client.StartWorkflowOptions{
 			ID: r.id, TaskQueue: r.p.queue,
 			WorkflowExecutionErrorWhenAlreadyStarted: true,

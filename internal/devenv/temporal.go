@@ -20,6 +20,7 @@ type Temporal struct {
 	port    int
 	dynamic []string
 	persist bool
+	pragmas []string
 	dir     string
 	proc    *child
 }
@@ -33,6 +34,9 @@ type TemporalOptions struct {
 	// Persistent keeps the server's state in a database file in its folder, so that a
 	// Stop and Start keep every workflow (and the namespace).
 	Persistent bool
+	// SQLitePragmas tune that file, e.g. "journal_mode=wal", "synchronous=off" (a
+	// busy persistent server is much faster without a sync at every commit).
+	SQLitePragmas []string
 }
 
 // StartTemporal starts a dev server on a free port and waits until its frontend
@@ -53,7 +57,7 @@ func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error)
 	if err != nil {
 		return nil, fmt.Errorf("create temporal folder: %w", err)
 	}
-	t := &Temporal{cli: cli, port: port, dynamic: opts.DynamicConfig, persist: opts.Persistent, dir: dir}
+	t := &Temporal{cli: cli, port: port, dynamic: opts.DynamicConfig, persist: opts.Persistent, pragmas: opts.SQLitePragmas, dir: dir}
 	if err := t.Start(ctx); err != nil {
 		_ = os.RemoveAll(dir)
 		return nil, err
@@ -91,6 +95,9 @@ func (t *Temporal) Start(ctx context.Context) error {
 	}
 	if t.persist {
 		args = append(args, "--db-filename", filepath.Join(t.dir, "temporal.db"))
+		for _, p := range t.pragmas {
+			args = append(args, "--sqlite-pragma", p)
+		}
 	}
 	proc, err := startChild(t.cli, args, t.dir, filepath.Join(t.dir, "temporal.log"), nil)
 	if err != nil {
