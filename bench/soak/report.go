@@ -150,7 +150,7 @@ func (s *soak) report() {
 	if s.o.out != "" {
 		var md strings.Builder
 		fmt.Fprintf(&md, "# Soak results\n\n`%s` on %s: %s, %d CPUs; whole run %s (checks %s).\n\n",
-			strings.Join(os.Args, " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.Version(), runtime.NumCPU(),
+			strings.Join(append([]string{"go run ./bench/soak"}, os.Args[1:]...), " "), time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.Version(), runtime.NumCPU(),
 			time.Since(s.began).Round(time.Second), r.checkTook.Round(time.Second))
 		md.WriteString(table)
 		if err := os.WriteFile(s.o.out, []byte(md.String()), 0o644); err != nil {
