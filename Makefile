@@ -76,6 +76,14 @@ lint: ## gofmt and go vet
 clean: ## Remove bin/ (the cached CLIs too)
 	rm -rf $(BIN)
 
+.PHONY: soak
+soak: bin/temporal ## Chaos soak, short mode (about 3 minutes): 3 replicas, 80 projects, faults for 90 s; fails naming a broken invariant (SOAK_FLAGS="-seed N" replays)
+	RECONCILER_TEMPORAL_CLI=$(BIN)/temporal $(GO) run ./bench/soak $(SOAK_FLAGS)
+
+.PHONY: soak-long
+soak-long: bin/temporal ## Chaos soak, long mode (about 35 minutes): 300 projects, faults for 30 min; writes bench/soak-results.md
+	RECONCILER_TEMPORAL_CLI=$(BIN)/temporal $(GO) run ./bench/soak -duration 30m -projects 300 -rate 2 -gap-min 4s -gap-max 15s -settle 5m -converge-bound 90s -out bench/soak-results.md $(SOAK_FLAGS)
+
 .PHONY: bench
 bench: build bin/temporal ## Measure every performance target (about 2 minutes); writes bench/results.md
 	RECONCILER_TEMPORAL_CLI=$(BIN)/temporal $(GO) run ./bench -binary $(BIN)/reconciler -out bench/results.md
