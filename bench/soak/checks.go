@@ -28,6 +28,7 @@ type results struct {
 
 	byStatus      map[string]int // workload runs by outcome
 	byKind        map[string]int
+	byLanguage    map[string]int // of the run's project's workflow
 	started       int
 	neverStarted  int // Temporal never acknowledged the start and has no such run
 	completed     int
@@ -289,7 +290,7 @@ func (s *soak) waitRuns(ctx context.Context) {
 	r := &s.res
 	s.wl.stop() // every start answered (or given up)
 	runs := s.wl.all()
-	r.byStatus, r.byKind = map[string]int{}, map[string]int{}
+	r.byStatus, r.byKind, r.byLanguage = map[string]int{}, map[string]int{}, map[string]int{}
 	// Runs whose start was never acknowledged: does Temporal have them after all? Only
 	// NotFound says no; any other answer is asked again.
 	parallel(runs, func(w *wfRun) {
@@ -369,6 +370,7 @@ func (s *soak) waitRuns(ctx context.Context) {
 	})
 	for _, w := range runs {
 		r.byKind[w.kind]++
+		r.byLanguage[w.p.language]++
 		if !w.started.Load() {
 			r.neverStarted++
 			continue

@@ -94,6 +94,7 @@ func (s *soak) report() {
 	wl := s.wl
 	w("| workload | count |\n|---|---|\n")
 	w("| workflow runs started (quick / sleep 2-20 s / wait for a signal 3-30 s) | %d (%d / %d / %d) |\n", r.started, r.byKind[kindQuick], r.byKind[kindSleep], r.byKind[kindWait])
+	w("| of which JSON definitions / TypeScript workflows | %d / %d |\n", r.byLanguage["json"], r.byLanguage["typescript"])
 	w("| starts never acknowledged and unknown to Temporal (not counted as started) | %d |\n", r.neverStarted)
 	w("| start requests refused and retried (Temporal down) | %d |\n", wl.startsRefused.Load())
 	w("| compiles committed (refused while PostgreSQL was down) | %d (%d) |\n", wl.compiles.Load(), wl.compilesRefused.Load())

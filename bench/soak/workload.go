@@ -44,6 +44,39 @@ func definition(n int) string {
 	"r": {"type": "return", "value": "${nodes.a.output}-%d"}}}`, n, n)
 }
 
+// moduleDefinition is version n of the workflow of the projects written in
+// TypeScript (every other one): the same steps, and the same result "n-n".
+func moduleDefinition(n int) string {
+	return fmt.Sprintf(`import { proxyActivities, sleep, condition, defineSignal, setHandler } from '@temporalio/workflow';
+
+const { echo } = proxyActivities<{ echo(n: number): Promise<number> }>({
+  startToCloseTimeout: '10s',
+  retry: { maximumAttempts: 0, initialInterval: '500ms', maximumInterval: '5s' },
+});
+const go = defineSignal('go');
+
+export default async function soak(input: { wait: boolean; sleep: string }): Promise<string> {
+  let signalled = false;
+  setHandler(go, () => { signalled = true; });
+  const a = await echo(%d);
+  if (input.wait) {
+    await condition(() => signalled);
+  } else {
+    await sleep(input.sleep);
+  }
+  return `+"`${a}-%d`"+`;
+}
+`, n, n)
+}
+
+// code is version n of p's workflow, in p's language.
+func (p *project) code(n int) string {
+	if p.language == "typescript" {
+		return moduleDefinition(n)
+	}
+	return definition(n)
+}
+
 // project is one of the soak's projects, with the newest version the harness knows
 // committed.
 type project struct {
@@ -51,6 +84,7 @@ type project struct {
 	id       uuid.UUID
 	queue    string
 	workflow uuid.UUID
+	language string // of its workflow: json, or typescript for every other project
 
 	mu      sync.Mutex
 	version int
@@ -67,12 +101,27 @@ func (s *soak) createProjects(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	wfs, err := fixture.NewWorkflow(ctx, s.pool, workflowName, definition(1), fixture.IDs(ps)...)
-	if err != nil {
-		return err
-	}
 	for i, p := range ps {
-		s.projects = append(s.projects, &project{i: i, id: p.ID, queue: p.TaskQueue, workflow: wfs[i], version: 1})
+		s.projects = append(s.projects, &project{i: i, id: p.ID, queue: p.TaskQueue, language: []string{"json", "typescript"}[i%2], version: 1})
+	}
+	for _, language := range []string{"json", "typescript"} {
+		var ids []uuid.UUID
+		var of []*project
+		for _, p := range s.projects {
+			if p.language == language {
+				ids, of = append(ids, p.id), append(of, p)
+			}
+		}
+		if len(of) == 0 {
+			continue
+		}
+		wfs, err := fixture.NewWorkflowIn(ctx, s.pool, workflowName, language, of[0].code(1), ids...)
+		if err != nil {
+			return err
+		}
+		for i, p := range of {
+			p.workflow = wfs[i]
+		}
 	}
 	return nil
 }
@@ -320,8 +369,8 @@ func (w *workload) compile(ctx context.Context, p *project, _ time.Duration) {
 	defer cancel()
 	// The version is named: a compile whose answer was lost but which committed makes
 	// the retry fail (versions must increase), and refreshVersions reads the truth.
-	_, err := w.s.pool.Exec(cctx, `INSERT INTO compiled_workflows (workflow_id, version, workflow_code) VALUES ($1, $2, $3)`,
-		p.workflow, next, definition(next))
+	_, err := w.s.pool.Exec(cctx, `INSERT INTO compiled_workflows (workflow_id, version, language, workflow_code) VALUES ($1, $2, $3, $4)`,
+		p.workflow, next, p.language, p.code(next))
 	if err != nil {
 		w.compilesRefused.Add(1)
 		return
