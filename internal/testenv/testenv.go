@@ -16,7 +16,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -398,7 +397,7 @@ func privateTemporal(t testing.TB, persistent bool, extra []string) *devenv.Temp
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srv, err := devenv.StartTemporal(ctx, devenv.TemporalOptions{
-		DynamicConfig: overrideConfig(TemporalDynamicConfig, extra), Persistent: persistent, SearchAttributes: reconciler.SearchAttributes(),
+		DynamicConfig: devenv.OverrideConfig(TemporalDynamicConfig, extra), Persistent: persistent, SearchAttributes: reconciler.SearchAttributes(),
 	})
 	if err != nil {
 		t.Fatalf("testenv: private temporal dev server: %v", err)
@@ -466,22 +465,4 @@ func WaitTemporalReady(ctx context.Context, address string) error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	return fmt.Errorf("not ready: %v", last)
-}
-
-// overrideConfig is base with extra's key=value settings replacing base's of the same key.
-func overrideConfig(base, extra []string) []string {
-	var out []string
-	for _, b := range base {
-		key, _, _ := strings.Cut(b, "=")
-		overridden := false
-		for _, e := range extra {
-			if k, _, _ := strings.Cut(e, "="); k == key {
-				overridden = true
-			}
-		}
-		if !overridden {
-			out = append(out, b)
-		}
-	}
-	return append(out, extra...)
 }
