@@ -39,23 +39,25 @@ type Reconciler struct {
 	instance  string // tells this process from an earlier one with the same host and pid
 	replica   string // this process's name among the replicas sharing the database
 
-	shared   *shared
-	loader   *batch.Batcher[loadRequest, *db.LoadProjectsRow]
-	queue    *queue
-	failures *failures
-	workers  *workerSet
-	rows     *rowWriter
-	leases   *lease.Manager
-	listener *listener
-	resyncer *resyncer
-	beats    *heartbeater
-	recovery *recovery
-	checker  *checker
-	janitor  *janitor
-	ops      *opsServer
-	metrics  *metrics
-	search   *searchIndex
-	backlog  *backlogSampler
+	shared *shared
+	// shutdowns: the workers' ShutdownWorker requests, sent in the background.
+	shutdowns *detachedShutdowns
+	loader    *batch.Batcher[loadRequest, *db.LoadProjectsRow]
+	queue     *queue
+	failures  *failures
+	workers   *workerSet
+	rows      *rowWriter
+	leases    *lease.Manager
+	listener  *listener
+	resyncer  *resyncer
+	beats     *heartbeater
+	recovery  *recovery
+	checker   *checker
+	janitor   *janitor
+	ops       *opsServer
+	metrics   *metrics
+	search    *searchIndex
+	backlog   *backlogSampler
 
 	noticed  sync.Map // project id -> when its notification arrived
 	stopping atomic.Bool
@@ -92,7 +94,8 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 	r.loader = &batch.Batcher[loadRequest, *db.LoadProjectsRow]{Max: 256, Run: r.loadBatch}
 	health := newPollHealth()
 	queues := &sync.Map{}
-	tc, err := newTemporalClient(cfg, log, health, queues, newSDKMetrics(r.metrics.registry, cfg.MetricsProjectLabels, queues))
+	r.shutdowns = &detachedShutdowns{log: log, timeout: 10 * time.Second}
+	tc, err := newTemporalClient(cfg, log, health, r.shutdowns, queues, newSDKMetrics(r.metrics.registry, cfg.MetricsProjectLabels, queues))
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +256,7 @@ func (r *Reconciler) Stop() {
 			r.log.Error("worker rows not written at shutdown", "error", err, "pending", r.rows.Pending())
 		}
 		r.rows.Stop()
+		r.shutdowns.Wait(ctx) // the stopped workers' last requests, before the client closes
 		r.log.Info("reconciler stopped", "workers", workers, "drain", drained.Round(time.Millisecond), "total", time.Since(began).Round(time.Millisecond))
 	})
 }

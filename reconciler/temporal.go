@@ -15,9 +15,10 @@ import (
 
 // newTemporalClient makes the one client every project's worker shares. It is lazy: it
 // connects on first use, so the service starts while Temporal is down and its workers
-// report the outage in their rows instead. Every poll goes through health; the SDK's
+// report the outage in their rows instead. Every poll goes through health, every
+// ShutdownWorker is detached from the Stop that sends it (detachedShutdowns); the SDK's
 // log lines and metrics name the project of the task queue they are about.
-func newTemporalClient(cfg Config, log *slog.Logger, health *pollHealth, projects *sync.Map, metrics client.MetricsHandler) (client.Client, error) {
+func newTemporalClient(cfg Config, log *slog.Logger, health *pollHealth, shutdowns *detachedShutdowns, projects *sync.Map, metrics client.MetricsHandler) (client.Client, error) {
 	level, _ := parseLevel(cfg.TemporalLogLevel)
 	handler := projectTagger{Handler: notServedLimiter{Handler: minLevel{log.Handler(), level}, last: &lastLines{m: map[string]time.Time{}}}, projects: projects}
 	c, err := client.NewLazyClient(client.Options{
@@ -30,7 +31,7 @@ func newTemporalClient(cfg Config, log *slog.Logger, health *pollHealth, project
 		// of workers per process they are load on the server and slow the drain.
 		WorkerHeartbeatInterval: -1,
 		ConnectionOptions: client.ConnectionOptions{
-			DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(health.interceptor())},
+			DialOptions: []grpc.DialOption{grpc.WithChainUnaryInterceptor(health.interceptor(), shutdowns.interceptor())},
 		},
 	})
 	if err != nil {
