@@ -49,7 +49,7 @@ func (b *bench) startService(ctx context.Context) error {
 	cfg.TemporalAddress = b.temporal.Address()
 	cfg.WorkflowPollers = 2
 	cfg.ActivityPollers = 1
-	cfg.Concurrency = 32
+	cfg.Concurrency = 128
 	cfg.DatabaseMaxConns = 40
 	cfg.HeartbeatInterval = 2 * time.Second
 	cfg.OpsAddr = "127.0.0.1:0"

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.temporal.io/sdk/client"
 )
 
 // memory is the service's heap and stacks in use, after collections, and its goroutines.
@@ -124,20 +125,33 @@ func (b *bench) fleet(ctx context.Context) error {
 		downs = append(downs, time.Since(t0))
 		rowsStopped = append(rowsStopped, rowsDone)
 	}
-	polling := 0
-	for _, id := range ids[:10] {
-		var queue, workerID string
-		_ = b.pool.QueryRow(ctx, `SELECT p.task_queue_name, w.worker_id FROM projects p JOIN workflow_workers w ON w.project_id = p.id AND w.status = 'running' WHERE p.id = $1`, id).Scan(&queue, &workerID)
-		if waitFor(ctx, 10*time.Second, 20*time.Millisecond, func() (bool, error) { return b.pollerListed(ctx, queue, workerID), nil }) == nil {
-			polling++
+	// Every worker of the last fleet serves: a run on each of 20 projects spread over
+	// the fleet completes (what DescribeTaskQueue lists after many stops and starts on
+	// one queue is not a reliable sign).
+	served, slowest := 0, time.Duration(0)
+	for i := 0; i < 20; i++ {
+		var queue string
+		if err := b.pool.QueryRow(ctx, `SELECT task_queue_name FROM projects WHERE id = $1`, ids[i*n/20]).Scan(&queue); err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		began := time.Now()
+		run, err := b.tc.ExecuteWorkflow(rctx, client.StartWorkflowOptions{ID: "fleet-" + uuid.NewString(), TaskQueue: queue}, "labelled")
+		if err == nil {
+			err = run.Get(rctx, nil)
+		}
+		cancel()
+		if err == nil {
+			served++
+			slowest = max(slowest, time.Since(began))
 		}
 	}
 	b.add(row{
 		figure: fmt.Sprintf("%d projects set running at once -> all running", n),
-		median: ms(median(ups)), p99: "-", target: "<= 3 s",
-		met:   yes(median(ups) <= 3*time.Second),
+		median: ms(median(ups)), p99: "-", target: "<= 0.75 s, every worker serving",
+		met:   yes(median(ups) <= 750*time.Millisecond && served == 20),
 		floor: ms(time.Duration(n)*b.workerNext) + " (N x Start)", ratio: ratio(median(ups), time.Duration(n)*b.workerNext),
-		note: fmt.Sprintf("%d runs (%s); 10 of 10 sampled workers seen polling: %v", len(ups), durations(ups), polling == 10),
+		note: fmt.Sprintf("%d runs (%s); a workflow run on each of 20 projects across the last fleet: %d of 20 completed (slowest %s)", len(ups), durations(ups), served, ms(slowest)),
 	})
 	b.add(row{
 		figure: fmt.Sprintf("%d running projects stopped by desired_status -> every row stopped, every lease released", n),
@@ -168,7 +182,10 @@ func (b *bench) fleet(ctx context.Context) error {
 	if _, err := b.pool.Exec(ctx, "SELECT pg_stat_statements_reset()"); err != nil {
 		return err
 	}
-	window := 10 * time.Second
+	// One long-poll expiry: every idle poll returns once and is sent again in it, so the
+	// request rate counts them (the workers started together and their polls expire
+	// together: a shorter window sees none of them, or all).
+	window := 60 * time.Second
 	cpu0, req0, polls0 := cpuTime(), b.svcMetric("reconciler_temporal_requests_total"), b.svcMetric("reconciler_temporal_polls_total")
 	select {
 	case <-ctx.Done():
@@ -186,7 +203,7 @@ func (b *bench) fleet(ctx context.Context) error {
 		median: fmt.Sprintf("%.1f%% of a core, %.1f statements/s, %.1f Temporal requests/s", 100*cpu.Seconds()/window.Seconds(),
 			float64(statements)/window.Seconds(), (req+polls)/window.Seconds()),
 		p99: "-", target: "-", met: "-", floor: "-", ratio: "-",
-		note: fmt.Sprintf("over %s: the service's CPU (the bench process, idle meanwhile), every statement of pg_stat_statements, %.0f long polls and %.0f other requests sent to Temporal (long polls end after the server's long-poll expiry, 60 s by default)",
+		note: fmt.Sprintf("over %s: the service's CPU (the bench process, idle meanwhile), every statement of pg_stat_statements, %.0f long polls and %.0f other requests sent to Temporal (an idle long poll returns after the server's long-poll expiry, 60 s by default, and is sent again)",
 			window, polls, req),
 	})
 	var heartbeats, renewals int64

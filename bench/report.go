@@ -43,7 +43,7 @@ func (b *bench) report(ctx context.Context) error {
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Benchmark results\n\n`make bench` on %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"))
 	fmt.Fprintf(&md, "Machine: %s, %d CPUs, %s RAM; %s; PostgreSQL %s (fsync off, private cluster); Temporal dev server (CLI v1.5.1, `frontend.namespaceCount` raised); "+
-		"the service in-process with 2 workflow and 1 activity pollers per worker, `RECONCILER_CONCURRENCY=32`, except the SIGTERM figure (the built binary).\n\n",
+		"the service in-process with 2 workflow and 1 activity pollers per worker, `RECONCILER_CONCURRENCY=128`, except the SIGTERM figure (the built binary).\n\n",
 		cpuModel(), runtime.NumCPU(), memTotal(), runtime.Version(), pgVersion)
 	md.WriteString(table)
 	md.WriteString("\n")

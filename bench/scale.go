@@ -52,7 +52,7 @@ func (b *bench) scale(ctx context.Context) error {
 	cmd.Env = append(os.Environ(),
 		"DATABASE_URL="+b.pg.URL("postgres"), "TEMPORAL_ADDRESS="+b.temporal.Address(),
 		"RECONCILER_REPLICA_ID=bench-scale", "RECONCILER_WORKFLOW_POLLERS=2", "RECONCILER_ACTIVITY_POLLERS=1",
-		"RECONCILER_CONCURRENCY=32", "RECONCILER_DATABASE_MAX_CONNS=40", fmt.Sprintf("RECONCILER_OPS_ADDR=127.0.0.1:%d", port),
+		"RECONCILER_CONCURRENCY=128", "RECONCILER_DATABASE_MAX_CONNS=40", fmt.Sprintf("RECONCILER_OPS_ADDR=127.0.0.1:%d", port),
 		fmt.Sprintf("RECONCILER_POLLER_BUDGET=%d", 4*n), fmt.Sprintf("RECONCILER_MAX_PROJECTS=%d", n),
 		"RECONCILER_METRICS_PROJECT_LABELS=false", "RECONCILER_LOG_LEVEL=warn", "RECONCILER_TEMPORAL_LOG_LEVEL=error")
 	var logs strings.Builder

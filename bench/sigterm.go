@@ -44,7 +44,7 @@ func (b *bench) sigterm(ctx context.Context) error {
 		cmd.Env = append(os.Environ(),
 			"DATABASE_URL="+b.pg.URL("postgres"), "TEMPORAL_ADDRESS="+b.temporal.Address(),
 			"RECONCILER_REPLICA_ID="+replica, "RECONCILER_WORKFLOW_POLLERS=2", "RECONCILER_ACTIVITY_POLLERS=1",
-			"RECONCILER_CONCURRENCY=32", "RECONCILER_DATABASE_MAX_CONNS=40", "RECONCILER_OPS_ADDR=off",
+			"RECONCILER_CONCURRENCY=128", "RECONCILER_DATABASE_MAX_CONNS=40", "RECONCILER_OPS_ADDR=off",
 			"RECONCILER_LOG_LEVEL=info", "RECONCILER_TEMPORAL_LOG_LEVEL=error")
 		var logs strings.Builder
 		cmd.Stdout, cmd.Stderr = io.Discard, &logs
