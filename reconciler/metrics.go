@@ -119,7 +119,7 @@ type stateCollector struct {
 	backoff      func() int // failed projects waiting to restart
 	leases       func() int
 	queueLen     func() int
-	pending      func() int // rows not written yet
+	pending      func() int // rows not written for more than a second
 	listenerUp   func() bool
 	ready        func(ctx context.Context) (map[string]string, bool)
 	heartbeatAge func() time.Duration
@@ -134,7 +134,7 @@ func newStateCollector(c stateCollector) *stateCollector {
 	c.workersDesc = prometheus.NewDesc("reconciler_workers", "Workers of this replica by state: running, polling_error (running, polls failing), backoff (failed, waiting to restart).", []string{"state"}, nil)
 	c.leasesDesc = prometheus.NewDesc("reconciler_leases_held", "Project leases this replica holds.", nil, nil)
 	c.queueDesc = prometheus.NewDesc("reconciler_queue_depth", "Projects marked dirty and waiting for a reconcile.", nil, nil)
-	c.pendingDesc = prometheus.NewDesc("reconciler_rows_pending", "workflow_workers rows not written yet (the database is slow or down).", nil, nil)
+	c.pendingDesc = prometheus.NewDesc("reconciler_rows_pending", "workflow_workers rows not written for more than a second (the database is slow or down; rows on their way are not counted).", nil, nil)
 	c.listenerDesc = prometheus.NewDesc("reconciler_listener_up", "1 when the LISTEN connection is up and its notifications arrive (its own ping came back), else 0.", nil, nil)
 	c.readyDesc = prometheus.NewDesc("reconciler_ready", "The checks of /readyz, 1 passing, 0 failing: database, listener, temporal, shutdown (0 while draining).", []string{"check"}, nil)
 	c.heartbeatAgeDesc = prometheus.NewDesc("reconciler_heartbeat_age_seconds", "Seconds since this replica last wrote its workers' heartbeats (or had none to write).", nil, nil)

@@ -166,7 +166,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		backoff:      r.failures.CrashedWaiting,
 		leases:       func() int { n, _ := r.leases.Counts(); return n },
 		queueLen:     r.queue.Len,
-		pending:      r.rows.Pending,
+		pending:      func() int { return r.rows.Waiting(time.Second) },
 		listenerUp:   func() bool { return r.ListenerDelivers() && r.listener.Problem() == "" },
 		ready:        r.Ready,
 		heartbeatAge: func() time.Duration { return r.beats.Age(time.Now()) },

@@ -56,7 +56,8 @@ type rowWriter struct {
 }
 
 type pendingRow struct {
-	seq      uint64 // tells a row Put again during a write from the one written
+	seq      uint64    // tells a row Put again during a write from the one written
+	since    time.Time // when the worker's oldest unwritten state was Put
 	row      workerRow
 	metadata []byte
 }
@@ -74,7 +75,11 @@ func (w *rowWriter) Put(row workerRow) {
 	}
 	w.mu.Lock()
 	w.seq++
-	w.pending[row.WorkerID] = pendingRow{seq: w.seq, row: row, metadata: md}
+	since := time.Now()
+	if prev, ok := w.pending[row.WorkerID]; ok {
+		since = prev.since // a newer state replaces an unwritten one: still waiting since then
+	}
+	w.pending[row.WorkerID] = pendingRow{seq: w.seq, since: since, row: row, metadata: md}
 	w.mu.Unlock()
 	select {
 	case w.wake <- struct{}{}:
@@ -190,4 +195,18 @@ func (w *rowWriter) Pending() int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return len(w.pending)
+}
+
+// Waiting is the number of rows not written for longer than d: rows the database does
+// not take, rather than rows on their way (a busy replica always has some of those).
+func (w *rowWriter) Waiting(d time.Duration) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, p := range w.pending {
+		if time.Since(p.since) > d {
+			n++
+		}
+	}
+	return n
 }
