@@ -16,11 +16,15 @@ import (
 // desiredToRunning: desired_status = 'running' committed -> row running, worker polling.
 func (b *bench) desiredToRunning(ctx context.Context) error {
 	say("desired -> running: %d runs", b.o.runs)
-	ids, err := b.newProjects(ctx, b.o.runs, true)
+	// One more project than runs: the first start is the process's first worker start,
+	// which pays for what the service does once (the namespace lookup, the first
+	// connections); it is reported apart.
+	ids, err := b.newProjects(ctx, b.o.runs+1, true)
 	if err != nil {
 		return err
 	}
 	var lat []time.Duration
+	var first time.Duration
 	polling := 0
 	for i, id := range ids {
 		t0, err := b.setDesired(ctx, []uuid.UUID{id}, "running")
@@ -35,8 +39,12 @@ func (b *bench) desiredToRunning(ctx context.Context) error {
 		}); err != nil {
 			return fmt.Errorf("project %d: %w", i, err)
 		}
-		lat = append(lat, time.Since(t0))
-		if i%10 == 0 { // the worker really polls: Temporal lists it
+		if i == 0 {
+			first = time.Since(t0)
+		} else {
+			lat = append(lat, time.Since(t0))
+		}
+		if i%10 == 1 { // the worker really polls: Temporal lists it
 			queue := ""
 			_ = b.pool.QueryRow(ctx, `SELECT task_queue_name FROM projects WHERE id = $1`, id).Scan(&queue)
 			if err := waitFor(ctx, 10*time.Second, 10*time.Millisecond, func() (bool, error) {
@@ -61,7 +69,7 @@ func (b *bench) desiredToRunning(ctx context.Context) error {
 		median: ms(median(lat)), p99: ms(p99(lat)), target: "p50 <= 10 ms, p99 <= 50 ms",
 		met:   yes(median(lat) <= 10*time.Millisecond && p99(lat) <= 50*time.Millisecond),
 		floor: ms(floor) + " (NOTIFY + Start)", ratio: ratio(median(lat), floor),
-		note: fmt.Sprintf("%d runs; %d of %d sampled workers seen polling by Temporal", len(lat), polling, (len(ids)+9)/10),
+		note: fmt.Sprintf("%d runs after the process's first worker start (%s, not counted); %d of %d sampled workers seen polling by Temporal", len(lat), ms(first), polling, (len(lat)+9)/10),
 	})
 	return nil
 }
