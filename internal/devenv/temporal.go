@@ -13,6 +13,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"go.temporal.io/api/workflowservice/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // Temporal is a Temporal dev server run from the official CLI, in memory (nothing
@@ -181,11 +185,12 @@ func (t *Temporal) Start(ctx context.Context) error {
 	}
 	t.proc = proc
 	err = proc.waitReady(ctx, func() error {
-		conn, err := net.DialTimeout("tcp", t.Address(), time.Second)
-		if err != nil {
+		// A Temporal frontend must answer, not just something on the port: a port found
+		// free can be taken meanwhile by another process (another test's dev server
+		// binds several), and then this server exits while that one answers for a while.
+		if err := frontendAnswers(ctx, t.Address()); err != nil {
 			return err
 		}
-		conn.Close()
 		if t.uiPort != 0 {
 			// The UI's server reaches the frontend by itself, after a backoff if it tried
 			// too early: it is ready when its API answers.
@@ -203,6 +208,19 @@ func (t *Temporal) Start(ctx context.Context) error {
 		return fmt.Errorf("temporal dev server on %s: %w", t.Address(), err)
 	}
 	return nil
+}
+
+// frontendAnswers says whether a Temporal frontend answers at address.
+func frontendAnswers(ctx context.Context, address string) error {
+	conn, err := grpc.NewClient(address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err = workflowservice.NewWorkflowServiceClient(conn).GetSystemInfo(ctx, &workflowservice.GetSystemInfoRequest{})
+	return err
 }
 
 // Stop stops the server; Start brings it up again on the same port.
