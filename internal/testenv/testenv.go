@@ -268,10 +268,14 @@ func (l *Layout) database(t testing.TB, migrated bool) *DB {
 		t.Fatalf("testenv: %s cluster: %v", l.Name, err)
 	}
 	ctx := context.Background()
-	if migrated {
-		if err := l.template(ctx); err != nil {
-			t.Fatalf("testenv: %s template database: %v", l.Name, err)
-		}
+	// The template first, also for an empty database: its migration creates the
+	// cluster's roles (anon, reconciler_service...) once, before tests migrate databases
+	// of the cluster in parallel. The db tests failed once with "role
+	// reconciler_service does not exist" in 000003 while parallel tests migrated empty
+	// databases; likely the migration that loses the race to create the role still
+	// misses it in its catalog cache. Real deployments migrate one database at a time.
+	if err := l.template(ctx); err != nil {
+		t.Fatalf("testenv: %s template database: %v", l.Name, err)
 	}
 	name := fmt.Sprintf("test_%d_%d", os.Getpid(), dbSeq.Add(1))
 	stmt := "CREATE DATABASE " + name + " OWNER postgres"
