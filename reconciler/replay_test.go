@@ -55,7 +55,24 @@ func TestReplayRecordedHistories(t *testing.T) {
 // The replay test can fail: the same history with a different definition pinned in it
 // (the activity of the first node renamed) is reported as nondeterministic.
 func TestReplayDetectsADivergingDefinition(t *testing.T) {
-	f, err := os.Open(filepath.Join("testdata", "histories", "everything-small.json"))
+	replayDiverged(t, "everything-small.json", func(pin *pinned) bool {
+		var def map[string]any
+		if err := json.Unmarshal([]byte(pin.Code), &def); err != nil {
+			t.Fatal(err)
+		}
+		def["nodes"].(map[string]any)["greet"].(map[string]any)["activity"] = "log"
+		code, _ := json.Marshal(def)
+		pin.Code = string(code)
+		return true
+	})
+}
+
+// replayDiverged replays the recorded history in testdata/histories/file with change
+// applied to the code pinned in it (change says whether it changed a pin), and fails
+// unless the replay reports nondeterminism.
+func replayDiverged(t *testing.T, file string, change func(*pinned) bool) {
+	t.Helper()
+	f, err := os.Open(filepath.Join("testdata", "histories", file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,18 +88,10 @@ func TestReplayDetectsADivergingDefinition(t *testing.T) {
 		if m == nil || m.GetMarkerName() != "SideEffect" {
 			continue
 		}
-		payloads := m.GetDetails()["data"]
 		var pin pinned
-		if err := dc.FromPayloads(payloads, &pin); err != nil {
-			t.Fatal(err)
+		if err := dc.FromPayloads(m.GetDetails()["data"], &pin); err != nil || !change(&pin) {
+			continue
 		}
-		var def map[string]any
-		if err := json.Unmarshal([]byte(pin.Code), &def); err != nil {
-			t.Fatal(err)
-		}
-		def["nodes"].(map[string]any)["greet"].(map[string]any)["activity"] = "log"
-		code, _ := json.Marshal(def)
-		pin.Code = string(code)
 		p, err := dc.ToPayloads(pin)
 		if err != nil {
 			t.Fatal(err)
@@ -91,10 +100,10 @@ func TestReplayDetectsADivergingDefinition(t *testing.T) {
 		changed = true
 	}
 	if !changed {
-		t.Fatal("no pinned definition found in the history")
+		t.Fatalf("no pinned code to change found in %s", file)
 	}
 	err = replayer(t).ReplayWorkflowHistory(quiet, hist)
 	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "nondetermin") {
-		t.Fatalf("replay of a diverging definition: %v, want a nondeterminism error", err)
+		t.Fatalf("replay of a diverging %s: %v, want a nondeterminism error", file, err)
 	}
 }
