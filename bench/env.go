@@ -4,6 +4,7 @@ package main
 // fixtures that create projects and read their rows.
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -133,6 +135,39 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processCPU is the CPU time used so far by this process ("bench": the bench and the
+// in-process service) and by every process named postgres or temporal (their children
+// included while they live), from /proc; Linux's 100 clock ticks a second.
+func processCPU() map[string]time.Duration {
+	out := map[string]time.Duration{"bench": cpuTime()}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		open, closing := bytes.IndexByte(stat, '('), bytes.LastIndexByte(stat, ')')
+		if open < 0 || closing < open {
+			continue
+		}
+		name := string(stat[open+1 : closing])
+		if name != "postgres" && name != "temporal" {
+			continue
+		}
+		fields := strings.Fields(string(stat[closing+1:])) // from field 3 (state) on
+		if len(fields) < 13 {
+			continue
+		}
+		utime, _ := strconv.ParseInt(fields[11], 10, 64) // field 14
+		stime, _ := strconv.ParseInt(fields[12], 10, 64) // field 15
+		out[name] += time.Duration(utime+stime) * 10 * time.Millisecond
+	}
+	return out
 }
 
 // svcMetric reads a metric (summed over its labels) from the in-process service's

@@ -81,6 +81,7 @@ func (b *bench) fleet(ctx context.Context) error {
 
 	say("%d projects set running at once, %d times", n, b.o.cycles)
 	var ups, downs, rowsStopped []time.Duration
+	upCPU := map[string]time.Duration{} // CPU used during the mass starts, by process
 	for c := 0; c < b.o.cycles; c++ {
 		if c == 0 && b.o.profile != "" {
 			f, err := os.Create(b.o.profile)
@@ -91,6 +92,7 @@ func (b *bench) fleet(ctx context.Context) error {
 				return err
 			}
 		}
+		cpu0 := processCPU()
 		t0, err := b.setDesired(ctx, ids, "running")
 		if err != nil {
 			return err
@@ -102,6 +104,9 @@ func (b *bench) fleet(ctx context.Context) error {
 			return fmt.Errorf("%d projects did not all run: %w", n, err)
 		}
 		ups = append(ups, time.Since(t0))
+		for k, v := range processCPU() {
+			upCPU[k] += v - cpu0[k]
+		}
 		if c == 0 && b.o.profile != "" {
 			pprof.StopCPUProfile()
 		}
@@ -151,7 +156,8 @@ func (b *bench) fleet(ctx context.Context) error {
 		median: ms(median(ups)), p99: "-", target: "<= 0.75 s, every worker serving",
 		met:   yes(median(ups) <= 750*time.Millisecond && served == 20),
 		floor: ms(time.Duration(n)*b.workerNext) + " (N x Start)", ratio: ratio(median(ups), time.Duration(n)*b.workerNext),
-		note: fmt.Sprintf("%d runs (%s); a workflow run on each of 20 projects across the last fleet: %d of 20 completed (slowest %s)", len(ups), durations(ups), served, ms(slowest)),
+		note: fmt.Sprintf("%d runs (%s); a workflow run on each of 20 projects across the last fleet: %d of 20 completed (slowest %s); CPU used in the %d starts, %s of wall time on %d cores: the bench process (service and bench) %s, PostgreSQL %s, Temporal %s",
+			len(ups), durations(ups), served, ms(slowest), len(ups), ms(sum(ups)), runtime.NumCPU(), ms(upCPU["bench"]), ms(upCPU["postgres"]), ms(upCPU["temporal"])),
 	})
 	b.add(row{
 		figure: fmt.Sprintf("%d running projects stopped by desired_status -> every row stopped, every lease released", n),
@@ -224,4 +230,12 @@ func (b *bench) fleet(ctx context.Context) error {
 			window, heartbeats, renewals),
 	})
 	return nil
+}
+
+func sum(ds []time.Duration) time.Duration {
+	var t time.Duration
+	for _, d := range ds {
+		t += d
+	}
+	return t
 }
