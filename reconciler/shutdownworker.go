@@ -21,9 +21,12 @@ import (
 // routing of sticky tasks, so it can as well go out in the background: Stop cancels the
 // polls at once, and the request still reaches Temporal (Wait before the client closes).
 type detachedShutdowns struct {
-	log      *slog.Logger
-	timeout  time.Duration
-	inflight sync.WaitGroup
+	log     *slog.Logger
+	timeout time.Duration
+
+	mu       sync.Mutex
+	inflight int
+	idle     chan struct{} // closed when inflight drops to 0, made by a Wait that waits
 }
 
 func (d *detachedShutdowns) interceptor() grpc.UnaryClientInterceptor {
@@ -33,9 +36,11 @@ func (d *detachedShutdowns) interceptor() grpc.UnaryClientInterceptor {
 		}
 		// The SDK's headers (namespace, client version) travel in the outgoing metadata.
 		md, _ := metadata.FromOutgoingContext(ctx)
-		d.inflight.Add(1)
+		d.mu.Lock()
+		d.inflight++
+		d.mu.Unlock()
 		go func() {
-			defer d.inflight.Done()
+			defer d.done()
 			bctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(context.Background(), md), d.timeout)
 			defer cancel()
 			if err := invoker(bctx, method, req, new(workflowservice.ShutdownWorkerResponse), cc, opts...); err != nil {
@@ -46,15 +51,32 @@ func (d *detachedShutdowns) interceptor() grpc.UnaryClientInterceptor {
 	}
 }
 
-// Wait waits for the requests in flight, until ctx ends.
+func (d *detachedShutdowns) done() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.inflight--
+	if d.inflight == 0 && d.idle != nil {
+		close(d.idle)
+		d.idle = nil
+	}
+}
+
+// Wait waits until no request is in flight, or ctx ends. A request sent while it
+// waits (a worker whose stop outlived the drain) is waited for too, and Wait and the
+// requests may run concurrently (unlike sync.WaitGroup's Add and Wait).
 func (d *detachedShutdowns) Wait(ctx context.Context) {
-	done := make(chan struct{})
-	go func() {
-		d.inflight.Wait()
-		close(done)
-	}()
+	d.mu.Lock()
+	if d.inflight == 0 {
+		d.mu.Unlock()
+		return
+	}
+	if d.idle == nil {
+		d.idle = make(chan struct{})
+	}
+	idle := d.idle
+	d.mu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 	case <-ctx.Done():
 	}
 }

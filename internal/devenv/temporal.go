@@ -86,7 +86,7 @@ func OverrideConfig(base, extra []string) []string {
 }
 
 // StartTemporal starts a dev server on a free port and waits until its frontend
-// accepts connections. A free port can be taken by another process before the server
+// answers. A free port can be taken by another process before the server
 // binds it: a server that exits at start is tried again on other ports.
 func StartTemporal(ctx context.Context, opts TemporalOptions) (*Temporal, error) {
 	cli := opts.CLI
