@@ -23,8 +23,8 @@ import (
 // compiled_workflow_checks (compile feedback, SPEC section 3), whether or not its
 // project runs: the compile's trigger notifies the compiled id ("compiled:<id>"), and
 // every replica checks it with the code the workers run; the first result written
-// wins. A sweep at start-up and every interval checks what was compiled while no
-// replica listened.
+// wins. A sweep at start-up, after every (re)connect of the listener and every
+// interval checks what was compiled while no replica listened.
 type checker struct {
 	db       *db.Store
 	replica  string
@@ -36,6 +36,7 @@ type checker struct {
 	mu      sync.Mutex
 	queued  map[uuid.UUID]bool
 	ids     chan uuid.UUID
+	sweep   chan struct{} // wakes the sweep before its interval
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	stopped sync.Once
@@ -46,7 +47,7 @@ const checkWorkers = 2
 
 func newChecker(store *db.Store, replica string, interval time.Duration, log *slog.Logger, latency prometheus.Observer, scripts *script.Cache) *checker {
 	return &checker{db: store, replica: replica, interval: interval, log: log, latency: latency, scripts: scripts,
-		queued: map[uuid.UUID]bool{}, ids: make(chan uuid.UUID, 4096)}
+		queued: map[uuid.UUID]bool{}, ids: make(chan uuid.UUID, 4096), sweep: make(chan struct{}, 1)}
 }
 
 // Start runs the workers and the sweep until Stop.
@@ -96,6 +97,15 @@ func (c *checker) Check(id uuid.UUID) {
 	}
 }
 
+// Sweep asks for a sweep now: the listener has just (re)connected, and what was
+// compiled while it did not listen was not notified to it.
+func (c *checker) Sweep() {
+	select {
+	case c.sweep <- struct{}{}:
+	default:
+	}
+}
+
 func (c *checker) work(ctx context.Context) {
 	for {
 		select {
@@ -128,6 +138,7 @@ func (c *checker) sweepLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-c.sweep:
 		case <-time.After(jitter(c.interval)):
 		}
 	}

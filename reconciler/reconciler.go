@@ -145,7 +145,7 @@ func New(cfg Config, pool *pgxpool.Pool, log *slog.Logger) (*Reconciler, error) 
 		onProject:   r.notice,
 		onCompiled:  r.checker.Check,
 		onReplicas:  r.leases.Wake,
-		onListening: r.resyncer.Request,
+		onListening: func() { r.resyncer.Request(); r.checker.Sweep() },
 	}
 	r.leases.Problem = r.listener.Problem
 	r.beats = &heartbeater{
