@@ -17,7 +17,8 @@ func init() {
 	Register("test.pid", func([]byte) ([]byte, error) {
 		return []byte{byte(os.Getpid()), byte(os.Getpid() >> 8), byte(os.Getpid() >> 16)}, nil
 	})
-	Register("test.hang", func([]byte) ([]byte, error) { time.Sleep(time.Hour); return nil, nil })
+	// The behaviour under test: a call that never answers (the parent's timeout kills the child).
+	Register("test.hang", func([]byte) ([]byte, error) { <-time.After(time.Hour); return nil, nil })
 }
 
 // deep recurses until the stack limit ends the process.
