@@ -202,9 +202,9 @@ func (w *rowWriter) Pending() int {
 func (w *rowWriter) Waiting(d time.Duration) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := 0
+	n, now := 0, time.Now()
 	for _, p := range w.pending {
-		if time.Since(p.since) > d {
+		if now.Sub(p.since) > d {
 			n++
 		}
 	}
